@@ -1,0 +1,596 @@
+"""UniMP: a Flamingo-style vision-language model for unified multi-modal personalization.
+
+A vision tower encodes each item image, a Perceiver resampler turns its patches into a few visual latents, and
+tanh-gated cross-attention blocks (gates start at 0) placed before every n-th decoder layer of a causal LM let text
+tokens read those latents. A per-item media mask lets each token see only the image(s) of its own item chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers.utils import ModelOutput
+
+from .configuration_unimp import UniMPConfig
+
+# Where each supported text family keeps its list of decoder layers.
+DECODER_LAYERS_PATH = {
+    "llama": "model.layers",
+    "qwen2": "model.layers",
+    "gpt_neox": "gpt_neox.layers",
+    "gpt2": "transformer.h",
+}
+
+
+@dataclass
+class UniMPCausalLMOutputWithPast(ModelOutput):
+    """Causal-LM output plus the visual latents, so that `generate` computes them once per call."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: Any | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    media_latents: torch.FloatTensor | None = None
+
+
+def _attend(query, key, value, mask: torch.Tensor | None, implementation: str | None) -> torch.Tensor:
+    """Scaled dot-product attention over `(B, heads, len, dim)` tensors with an optional boolean mask."""
+    if implementation == "eager":
+        scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype) @ value
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, length, _ = x.shape
+    return x.view(batch, length, heads, -1).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, length, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * dim)
+
+
+class UniMPFeedForward(nn.Module):
+    """Pre-norm GELU MLP used in the resampler and after each cross-attention."""
+
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, dim * mult, bias=False)
+        self.act = nn.GELU()
+        self.down = nn.Linear(dim * mult, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(self.norm(x))))
+
+
+class UniMPPerceiverAttention(nn.Module):
+    """Latents attend to an image's patch features concatenated with themselves (Perceiver / Flamingo)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.norm_media = nn.LayerNorm(dim)
+        self.norm_latents = nn.LayerNorm(dim)
+        self.latent_query = nn.Linear(dim, heads * head_dim, bias=False)
+        self.latent_key_value = nn.Linear(dim, 2 * heads * head_dim, bias=False)
+        self.latent_output = nn.Linear(heads * head_dim, dim, bias=False)
+
+    def forward(self, features: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        latents = self.norm_latents(latents)
+        context = torch.cat([self.norm_media(features), latents], dim=1)
+        key, value = self.latent_key_value(context).chunk(2, dim=-1)
+        query = _split_heads(self.latent_query(latents), self.heads)
+        out = F.scaled_dot_product_attention(query, _split_heads(key, self.heads), _split_heads(value, self.heads))
+        return self.latent_output(_merge_heads(out))
+
+
+class UniMPPerceiverLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, ff_mult: int):
+        super().__init__()
+        self.attention = UniMPPerceiverAttention(dim, heads, head_dim)
+        self.feed_forward = UniMPFeedForward(dim, ff_mult)
+
+    def forward(self, features: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents + self.attention(features, latents)
+        return latents + self.feed_forward(latents)
+
+
+class UniMPPerceiverResampler(nn.Module):
+    """Maps `(n, patches, dim)` image features to `(n, num_latents, dim)` visual latents.
+
+    With `text_conditioned_queries`, each image's queries are shifted by a projection of its item's text (zero at
+    initialisation, so the model starts as the unconditioned resampler).
+    """
+
+    def __init__(self, config: UniMPConfig):
+        super().__init__()
+        dim = config.vision_config.hidden_size
+        self.latents = nn.Parameter(torch.empty(config.num_latents, dim))
+        self.layers = nn.ModuleList(
+            UniMPPerceiverLayer(dim, config.resampler_heads, config.resampler_head_dim, config.resampler_ff_mult)
+            for _ in range(config.resampler_depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.query_conditioning = (
+            nn.Linear(config.text_config.hidden_size, dim, bias=False) if config.text_conditioned_queries else None
+        )
+
+    def forward(self, features: torch.Tensor, text_summary: torch.Tensor | None = None) -> torch.Tensor:
+        latents = self.latents.unsqueeze(0).expand(features.shape[0], -1, -1)
+        if self.query_conditioning is not None and text_summary is not None:
+            latents = latents + self.query_conditioning(text_summary).unsqueeze(1)
+        for layer in self.layers:
+            latents = layer(features, latents)
+        return self.norm(latents)
+
+
+class UniMPMediaCrossAttention(nn.Module):
+    """Text tokens attend to the visual latents that their media mask allows; tokens that see none get zero."""
+
+    def __init__(self, hidden_size: int, media_dim: int, heads: int, head_dim: int, text_config):
+        super().__init__()
+        self.heads = heads
+        self.text_config = text_config  # read at call time: `set_attn_implementation` may change it
+        self.norm = nn.LayerNorm(hidden_size)
+        self.media_query = nn.Linear(hidden_size, heads * head_dim, bias=False)
+        self.media_key_value = nn.Linear(media_dim, 2 * heads * head_dim, bias=False)
+        self.media_output = nn.Linear(heads * head_dim, hidden_size, bias=False)
+
+    def forward(
+        self, hidden_states: torch.Tensor, media_latents: torch.Tensor, media_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        batch, num_media, num_latents, media_dim = media_latents.shape
+        query = _split_heads(self.media_query(self.norm(hidden_states)), self.heads)
+        key, value = self.media_key_value(media_latents.reshape(batch, num_media * num_latents, media_dim)).chunk(2, -1)
+        key_mask = media_attention_mask.repeat_interleave(num_latents, dim=-1)  # (B, T, N * L)
+        sees_media = key_mask.any(dim=-1)
+        # Rows with no visible media would softmax over nothing: let them see everything, then zero their output.
+        key_mask = key_mask | ~sees_media.unsqueeze(-1)
+        out = _attend(
+            query,
+            _split_heads(key, self.heads),
+            _split_heads(value, self.heads),
+            key_mask.unsqueeze(1),
+            self.text_config._attn_implementation,
+        )
+        out = out * sees_media[:, None, :, None].to(out.dtype)
+        return self.media_output(_merge_heads(out))
+
+
+class UniMPGatedCrossAttentionBlock(GradientCheckpointingLayer):
+    """Tanh-gated cross-attention plus feed-forward; both gates start at 0 so the LM is unchanged at init."""
+
+    def __init__(self, config: UniMPConfig, text_config):
+        super().__init__()
+        hidden = text_config.hidden_size
+        self.cross_attention = UniMPMediaCrossAttention(
+            hidden,
+            config.vision_config.hidden_size,
+            config.cross_attention_heads,
+            config.cross_attention_head_dim,
+            text_config,
+        )
+        self.attn_gate = nn.Parameter(torch.zeros(1))
+        self.feed_forward = UniMPFeedForward(hidden, config.cross_attention_ff_mult)
+        self.ff_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        media_latents: torch.Tensor | None = None,
+        media_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if media_latents is not None and media_latents.shape[1] > 0:
+            attended = self.cross_attention(hidden_states, media_latents, media_attention_mask)
+            hidden_states = hidden_states + attended * self.attn_gate.tanh()
+        return hidden_states + self.feed_forward(hidden_states) * self.ff_gate.tanh()
+
+
+class UniMPDecoderLayer(nn.Module):
+    """One decoder layer of the wrapped LM, optionally preceded by a gated cross-attention block.
+
+    The LM passes unknown keyword arguments from its `forward` down to each layer; this wrapper takes the media
+    arguments out of them, so nothing is stored on modules between calls.
+    """
+
+    def __init__(self, decoder_layer: nn.Module, gated_cross_attention: UniMPGatedCrossAttentionBlock | None):
+        super().__init__()
+        self.gated_cross_attention = gated_cross_attention
+        self.decoder_layer = decoder_layer
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *args,
+        media_latents: torch.Tensor | None = None,
+        media_attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if self.gated_cross_attention is not None:
+            hidden_states = self.gated_cross_attention(hidden_states, media_latents, media_attention_mask)
+        return self.decoder_layer(hidden_states, *args, **kwargs)
+
+
+def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) -> PreTrainedModel:
+    """Wrap every decoder layer of `language_model` in place; every n-th one gets a gated cross-attention block."""
+    model_type = language_model.config.model_type
+    if model_type not in DECODER_LAYERS_PATH:
+        raise ValueError(f"Unsupported text family {model_type!r}; UniMP takes one of {sorted(DECODER_LAYERS_PATH)}.")
+    layers = language_model.get_submodule(DECODER_LAYERS_PATH[model_type])
+    every = config.cross_attention_every_n_layers
+    for index, layer in enumerate(layers):
+        # Flamingo places a block before layers n-1, 2n-1, ...: with n=2, before every 2nd layer.
+        has_block = (index + 1) % every == 0
+        block = UniMPGatedCrossAttentionBlock(config, language_model.config) if has_block else None
+        layers[index] = UniMPDecoderLayer(layer, block)
+    return language_model
+
+
+def _media_layout(input_ids: torch.Tensor, config: UniMPConfig, num_images: int):
+    """Per token: index of the latest image at or before it, its chunk, and whether it follows the last chunk.
+
+    A chunk ends with `<|endofchunk|>` (which belongs to the chunk it closes). Returns `image_index (B, T)` (-1 if
+    none), `chunk (B, T)`, `image_chunk (B, N)` (the chunk of each image) and `tail (B, T)`.
+    """
+    is_image = input_ids == config.image_token_id
+    if config.end_of_chunk_token_id is None:
+        is_end = torch.zeros_like(is_image)
+    else:
+        is_end = input_ids == config.end_of_chunk_token_id
+    image_index = is_image.long().cumsum(-1) - 1
+    chunk = is_end.long().cumsum(-1) - is_end.long()
+    tail = chunk == is_end.long().sum(-1, keepdim=True)
+    # Scatter each image token's chunk into its image slot; non-image tokens go to a dropped extra column.
+    slots = torch.where(is_image, image_index, torch.full_like(image_index, num_images))
+    image_chunk = torch.full((input_ids.shape[0], num_images + 1), -1, dtype=torch.long, device=input_ids.device)
+    image_chunk.scatter_(1, slots, chunk)
+    return image_index, chunk, image_chunk[:, :num_images], tail
+
+
+def build_media_attention_mask(
+    input_ids: torch.Tensor,
+    config: UniMPConfig,
+    image_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Boolean `(B, T, N)` mask: which images each token may attend to (see `UniMPConfig.answer_media`)."""
+    num_images = image_mask.shape[1]
+    image_index, chunk, image_chunk, tail = _media_layout(input_ids, config, num_images)
+    media = torch.arange(num_images, device=input_ids.device)
+    seen = media.view(1, 1, -1) <= image_index.unsqueeze(-1)
+    mask = seen & (image_chunk.unsqueeze(1) == chunk.unsqueeze(-1))
+    if config.answer_media == "all_images":
+        mask = mask | (tail.unsqueeze(-1) & seen)
+    elif config.answer_media == "last_image":
+        mask = mask | (tail.unsqueeze(-1) & (media.view(1, 1, -1) == image_index.unsqueeze(-1)))
+    mask = mask & image_mask.bool().unsqueeze(1)
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool().unsqueeze(-1)
+    return mask
+
+
+class UniMPPreTrainedModel(PreTrainedModel):
+    config_class = UniMPConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["UniMPDecoderLayer", "UniMPPerceiverLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, UniMPGatedCrossAttentionBlock):
+            init.zeros_(module.attn_gate)
+            init.zeros_(module.ff_gate)
+        elif isinstance(module, UniMPPerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=1.0)
+            if module.query_conditioning is not None:
+                init.zeros_(module.query_conditioning.weight)
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        super().initialize_weights()
+        # The gated blocks live inside the LM, whose own `_init_weights` does not know their gates.
+        for module in self.modules():
+            if isinstance(module, UniMPGatedCrossAttentionBlock):
+                self._init_weights(module)
+
+
+class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
+    """UniMP: vision tower -> Perceiver resampler -> causal LM with gated cross-attention, with a LM head.
+
+    Images enter as `pixel_values (B, N, 3, H, W)` with `image_mask (B, N)`, as precomputed vision-tower
+    `image_features (B, N, P, D)` (see `get_image_features`, to encode a catalogue once), or as resampled
+    `media_latents (B, N, L, D)`. Row `b` must hold one `<image>` token per real image, in image order.
+    """
+
+    def __init__(self, config: UniMPConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.resampler = UniMPPerceiverResampler(config)
+        self.language_model = add_cross_attention(AutoModelForCausalLM.from_config(config.text_config), config)
+        # One config object for the LM and the composite: resizing or attention switches update both.
+        config.text_config = self.language_model.config
+        self.post_init()
+        self.apply_trainable_policy()
+
+    # ----- embeddings -------------------------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Resize the LM's vocabulary (for UniMP's added tokens), then re-apply the trainable-parameter policy."""
+        embeddings = self.language_model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.config.text_config = self.language_model.config
+        self.apply_trainable_policy()
+        return embeddings
+
+    # ----- trainable-parameter policy -------------------------------------------------------------------------------
+    def apply_trainable_policy(self) -> None:
+        """Set `requires_grad` from the config, independently of library defaults.
+
+        The resampler and the cross-attention blocks always train. When the LM is frozen and
+        `train_new_token_rows` is set, the embedding and output matrices train, with the gradient of the rows below
+        `base_vocab_size` masked to zero, so only the added tokens (items, ratings, image codes) learn.
+        """
+        self.vision_tower.requires_grad_(not self.config.freeze_vision_tower)
+        self.language_model.requires_grad_(not self.config.freeze_language_model)
+        self.resampler.requires_grad_(True)
+        for module in self.language_model.modules():
+            if isinstance(module, UniMPGatedCrossAttentionBlock):
+                module.requires_grad_(True)
+        for handle in getattr(self, "_row_gradient_hooks", []):
+            handle.remove()
+        self._row_gradient_hooks = []
+        base = self.config.base_vocab_size
+        vocab = self.get_input_embeddings().weight.shape[0]
+        if self.config.freeze_language_model and self.config.train_new_token_rows and vocab > base:
+            matrices = {id(m.weight): m.weight for m in (self.get_input_embeddings(), self.get_output_embeddings())}
+            for weight in matrices.values():
+                weight.requires_grad_(True)
+                self._row_gradient_hooks.append(weight.register_hook(_mask_rows_below(base)))
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_trainable_policy()
+        return model
+
+    @classmethod
+    def from_vision_text_pretrained(cls, vision_model_name_or_path: str, text_model_name_or_path: str,
+                                    **config_kwargs: Any) -> "UniMPForConditionalGeneration":
+        """Compose UniMP from a pretrained vision model (CLIP/SigLIP, full or vision-only) and a causal LM.
+
+        Only the resampler and the cross-attention blocks start from random weights.
+        """
+        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+        vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIP/SigLIP checkpoint
+        vision = MODEL_MAPPING[type(vision_config)].from_pretrained(vision_model_name_or_path)
+        text = AutoModelForCausalLM.from_pretrained(text_model_name_or_path)
+        config = UniMPConfig(vision_config=vision.config, text_config=text.config, **config_kwargs)
+        with torch.device("meta"):
+            model = cls(config)
+        model.vision_tower = vision
+        model.resampler = UniMPPerceiverResampler(config)
+        model.language_model = add_cross_attention(text, config)
+        config.text_config = text.config
+        for module in model.modules():
+            if isinstance(module, (UniMPPerceiverResampler, UniMPGatedCrossAttentionBlock)):
+                for child in module.modules():
+                    model._init_weights(child)
+        model.tie_weights()
+        model.apply_trainable_policy()
+        return model
+
+    # ----- images ---------------------------------------------------------------------------------------------------
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision-tower patch features `(n, patches, dim)` of `n` images `(n, 3, H, W)`.
+
+        When the vision tower is frozen these depend on the image alone: encode a catalogue once, cache the result
+        and pass it back as `image_features`.
+        """
+        expected = (3, self.config.vision_config.image_size, self.config.vision_config.image_size)
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values must have shape (num_images, {expected[0]}, {expected[1]}, {expected[2]}) here "
+                f"(or (batch, num_images, ...) in forward); got {tuple(pixel_values.shape)}."
+            )
+        features = self.vision_tower(pixel_values=pixel_values.to(self.dtype)).last_hidden_state
+        if self.config.vision_config.model_type == "clip_vision_model":
+            features = features[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
+        return features
+
+    def get_media_latents(
+        self,
+        image_features: torch.Tensor,
+        image_mask: torch.Tensor,
+        text_summary: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Resample `(B, N, P, D)` image features into `(B, N, L, D)` latents (padding slots are computed, unused)."""
+        batch, num_images = image_mask.shape
+        flat_summary = None if text_summary is None else text_summary.flatten(0, 1)
+        latents = self.resampler(image_features.flatten(0, 1), flat_summary)
+        return latents.view(batch, num_images, *latents.shape[1:])
+
+    def _text_summary(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, num_images: int) -> torch.Tensor:
+        """Mean input embedding of the tokens in each image's item chunk: `(B, N, hidden)`."""
+        _, chunk, image_chunk, _ = _media_layout(input_ids, self.config, num_images)
+        member = (chunk.unsqueeze(1) == image_chunk.unsqueeze(-1)).to(inputs_embeds.dtype)  # (B, N, T)
+        return (member @ inputs_embeds) / member.sum(-1, keepdim=True).clamp(min=1)
+
+    def _check_images(self, input_ids: torch.Tensor, image_mask: torch.Tensor) -> None:
+        if self.config.image_token_id is None:
+            raise ValueError("Images were given but config.image_token_id is not set; set it from the processor.")
+        tokens = (input_ids == self.config.image_token_id).sum(-1)
+        images = image_mask.sum(-1)
+        bad = (tokens != images).nonzero().flatten().tolist()
+        if bad:
+            b = bad[0]
+            raise ValueError(
+                f"Row {b} has {int(tokens[b])} <image> tokens but {int(images[b])} images; every image needs exactly "
+                "one <image> token, in the same order."
+            )
+
+    # ----- forward ----------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        media_latents: torch.FloatTensor | None = None,
+        media_attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Any | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        token_kinds: torch.Tensor | None = None,
+        task_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> UniMPCausalLMOutputWithPast:
+        r"""
+        pixel_values (`(B, N, 3, H, W)`), image_mask (`(B, N)` bool): the images of each row, padded along N.
+        image_features (`(B, N, P, D)`): precomputed `get_image_features` output, instead of `pixel_values`.
+        media_latents (`(B, N, L, D)`): resampled latents, instead of either (used by `generate` after step 1).
+        media_attention_mask (`(B, T, N)`): which images each token sees; built from `input_ids` when omitted.
+        token_kinds, task_ids: ignored here; they are read by `UniMPTrainer`'s loss.
+        """
+        if input_ids is None:
+            raise ValueError("UniMP needs input_ids: the media mask is read from the <image> and chunk tokens.")
+        media = next((m for m in (media_latents, image_features, pixel_values) if m is not None), None)
+        if media is not None and media.dim() != (5 if media is pixel_values else 4):
+            name = {id(media_latents): "media_latents", id(image_features): "image_features"}.get(id(media), "pixel_values")
+            raise ValueError(
+                f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}."
+            )
+        if media is not None and image_mask is None:
+            image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
+        if media is not None and media.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}.")
+
+        if media_attention_mask is None and media is not None:
+            self._check_images(input_ids, image_mask)
+            media_attention_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
+
+        if media_latents is None and media is not None:
+            if image_features is None:
+                batch, num_images = pixel_values.shape[:2]
+                if num_images == 0:
+                    image_features = pixel_values.new_zeros(batch, 0, 1, self.config.vision_config.hidden_size)
+                else:
+                    image_features = self.get_image_features(pixel_values.flatten(0, 1))
+                    image_features = image_features.view(batch, num_images, *image_features.shape[1:])
+            text_summary = None
+            if self.config.text_conditioned_queries:
+                inputs_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+                text_summary = self._text_summary(input_ids, inputs_embeds, image_mask.shape[1])
+            media_latents = self.get_media_latents(image_features, image_mask, text_summary)
+
+        if position_ids is None and attention_mask is not None:
+            # Left padding: positions count real tokens only, as in one-by-one runs.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+
+        outputs = self.language_model(
+            input_ids=None if inputs_embeds is not None else input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            media_latents=media_latents,
+            media_attention_mask=media_attention_mask,
+            **kwargs,
+        )
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=outputs.logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return UniMPCausalLMOutputWithPast(
+            loss=loss,
+            logits=outputs.logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            media_latents=media_latents,
+        )
+
+    # ----- generation -------------------------------------------------------------------------------------------------
+    def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs):
+        """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
+        image_mask = kwargs.get("image_mask")
+        media = next((kwargs.get(k) for k in ("media_latents", "image_features", "pixel_values") if kwargs.get(k) is not None), None)
+        if media is not None:
+            if image_mask is None:
+                image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=input_ids.device)
+                model_inputs["image_mask"] = image_mask
+            self._check_images(input_ids, image_mask)
+            full_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
+            model_inputs["media_attention_mask"] = full_mask[:, -model_inputs["input_ids"].shape[1]:]
+        return model_inputs
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        """Keep the visual latents of the first step: later steps reuse them instead of re-encoding the images."""
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if outputs.media_latents is not None:
+            model_kwargs["media_latents"] = outputs.media_latents
+        return model_kwargs
+
+
+def _mask_rows_below(base: int):
+    """A gradient hook that zeroes the gradient of rows `[0, base)`, so only rows added after them train."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:base] = 0
+        return grad
+
+    return hook
+
+
+__all__ = [
+    "UniMPForConditionalGeneration",
+    "UniMPPreTrainedModel",
+    "UniMPCausalLMOutputWithPast",
+    "build_media_attention_mask",
+]
