@@ -1,0 +1,127 @@
+"""`UniMPTrainer`: a `transformers.Trainer` with UniMP's objective (not shipped to the Hub).
+
+The loss is next-token cross-entropy in fp32 on supervised tokens, times a focal factor (1 - p)^gamma that
+down-weights easy tokens, times `context_weight` on context-reconstruction tokens (the history items' own ids,
+ratings and explanations), times a per-task weight. It is summed and divided by the number of supervised tokens in
+the whole accumulated batch (`num_items_in_batch`), so gradient accumulation gives the update of a bigger batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from processing_unimp.schema_unimp import TASKS
+
+TARGET, CONTEXT = 1, 2  # token kinds written by the processor (0 = unsupervised)
+
+
+def unimp_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    token_kinds: torch.Tensor | None = None,
+    task_ids: torch.Tensor | None = None,
+    *,
+    gamma: float = 0.0,
+    context_weight: float = 1.0,
+    task_weights: torch.Tensor | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """UniMP's weighted next-token loss; `labels` are unshifted, `-100` marks unsupervised tokens.
+
+    `task_weights[t]` weighs every token of a row whose task id is `t`. Without `num_items_in_batch` the sum is
+    divided by this batch's own count of supervised tokens.
+    """
+    logits = logits[:, :-1].float()
+    labels = labels[:, 1:].to(logits.device)
+    supervised = labels != -100
+    log_p = F.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    weight = supervised.float()
+    if gamma:
+        weight = weight * (1 - log_p.exp()).pow(gamma)
+    if token_kinds is not None and context_weight != 1.0:
+        is_context = token_kinds[:, 1:].to(logits.device) == CONTEXT
+        weight = weight * torch.where(is_context, context_weight, 1.0)
+    if task_ids is not None and task_weights is not None:
+        weight = weight * task_weights.to(logits.device)[task_ids.to(logits.device)].unsqueeze(-1)
+    total = -(weight * log_p).sum()
+    count = supervised.sum() if num_items_in_batch is None else num_items_in_batch
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+
+
+def parse_task_weights(spec: str) -> dict[str, float]:
+    """`"recommend=2,search=1"` -> `{"recommend": 2.0, "search": 1.0}`; unnamed tasks weigh 1."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if name not in TASKS or not value:
+            raise ValueError(f"task_weights entry {part!r} must be TASK=WEIGHT with TASK in {TASKS}.")
+        weights[name] = float(value)
+    return weights
+
+
+@dataclass
+class UniMPTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus UniMP's loss weights (paper: gamma 2, recommendation weight 2)."""
+
+    focal_gamma: float = field(default=2.0, metadata={"help": "Focal token re-weighting (1-p)^gamma; 0 = plain CE."})
+    context_weight: float = field(
+        default=1.0, metadata={"help": "Weight of context-reconstruction tokens relative to target tokens."}
+    )
+    task_weights: str = field(
+        default="recommend=2.0", metadata={"help": "Per-task loss weights, e.g. 'recommend=2,search=1'."}
+    )
+    decay_cross_attention_only: bool = field(
+        default=False, metadata={"help": "Apply weight decay only to the cross-attention weights (as in the paper)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the processor's extra columns (images, token kinds, task ids)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        parse_task_weights(self.task_weights)  # fail at parse time, not at the first step
+
+
+class UniMPTrainer(Trainer):
+    """`Trainer` whose loss is `unimp_loss`, normalised over the accumulated batch."""
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        weights = parse_task_weights(getattr(self.args, "task_weights", ""))
+        self.task_weights = torch.tensor([weights.get(task, 1.0) for task in TASKS])
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        token_kinds = inputs.pop("token_kinds", None)
+        task_ids = inputs.pop("task_ids", None)
+        outputs = model(**inputs)
+        loss = unimp_loss(
+            outputs.logits,
+            labels,
+            token_kinds,
+            task_ids,
+            gamma=getattr(self.args, "focal_gamma", 0.0),
+            context_weight=getattr(self.args, "context_weight", 1.0),
+            task_weights=self.task_weights,
+            num_items_in_batch=num_items_in_batch,
+        )
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # The count spans every process while DDP averages gradients over them.
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        names = super().get_decay_parameter_names(model)
+        if getattr(self.args, "decay_cross_attention_only", False):
+            names = [n for n in names if "gated_cross_attention" in n and not n.endswith("_gate")]
+        return names
+
+
+__all__ = ["UniMPTrainer", "UniMPTrainingArguments", "parse_task_weights", "unimp_loss"]
