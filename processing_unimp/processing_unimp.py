@@ -1,0 +1,473 @@
+"""`UniMPProcessor`: task samples in the unified data format -> model inputs, and model outputs -> items.
+
+The processor owns the item vocabulary (one `<item_k>` token per catalogue item, in a seeded random
+order), the added special tokens, the catalogue that resolves item ids to attributes, and the task
+templates. One code path renders a sample for training and for inference.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image
+from tokenizers import AddedToken
+from transformers import BatchFeature, ProcessorMixin
+from transformers.utils import cached_file
+
+from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
+from .image_processing_unimp import load_rgb_image, make_image_processor
+from .schema_unimp import TASKS
+from .templates_unimp import TEMPLATES, Chunk, Entry, Layout, ResolvedSample
+from .tokenization_unimp import train_tokenizer
+from .vocabulary_unimp import (
+    ANSWER_TOKEN,
+    END_OF_CHUNK_TOKEN,
+    IMAGE_TOKEN,
+    image_code_token,
+    item_token,
+    rating_token,
+    rating_values,
+    shuffled_item_ids,
+    slot_token,
+)
+
+DEFAULT_ITEM_FIELDS = ("title", "brand", "categories", "price", "description")
+INTERACTION_FIELDS = frozenset({"rating", "review", "summary", "explanation", "timestamp", "user_id"})
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+@dataclass
+class _Tokenized:
+    """A chunk after tokenization: ids, their kinds, and the image its `<image>` token stands for."""
+
+    ids: list[int]
+    kinds: list[int]
+    image: Any = None
+    item_id: str | None = None
+
+
+def cap_words(text: str, max_words: int) -> str:
+    """The first `max_words` whitespace-separated words of `text`."""
+    return " ".join(str(text).split()[:max_words])
+
+
+def _format_value(value: Any) -> str:
+    """An attribute value as text: lists joined with commas, floats without trailing zeros."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(part) for part in value if part not in (None, ""))
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+class UniMPProcessor(ProcessorMixin):
+    r"""Turns user histories into UniMP model inputs for every task, and model outputs back into items.
+
+    Args:
+        image_processor: any transformers image processor (CLIP-style by default, see `from_catalogue`).
+        tokenizer: any fast tokenizer; the UniMP tokens are added to it when missing.
+        item_ids: the catalogue's item ids in token order: `item_ids[k]` is the item of `<item_k>`.
+        rating_min, rating_max, rating_step: the rating scale, one `<rating_r>` token per value.
+        num_slots: how many candidates a selection may have (`<slot_0>` ...).
+        codebook_size: codes of the VQ image tokenizer (`<img_0>` ...); 0 disables image generation.
+        max_history_items, max_length: truncation limits; the oldest history chunks are dropped first.
+        max_field_words: every attribute, explanation and query is capped at this many words.
+        item_fields: the item attributes written into a chunk, in this order, as "Key: value; ...".
+        unknown_items: `"error"` (default) or `"drop"` for history items missing from the item vocabulary.
+        catalogue: the items table (a `datasets.Dataset`, a list of item dicts, or an `ItemCatalogue`).
+    """
+
+    image_token = IMAGE_TOKEN
+
+    def __init__(
+        self,
+        image_processor: Any,
+        tokenizer: Any,
+        item_ids: Sequence[str] = (),
+        rating_min: float = 1.0,
+        rating_max: float = 5.0,
+        rating_step: float = 1.0,
+        num_slots: int = 3,
+        codebook_size: int = 0,
+        max_history_items: int = 20,
+        max_length: int = 1024,
+        max_field_words: int = 32,
+        item_fields: Sequence[str] = DEFAULT_ITEM_FIELDS,
+        unknown_items: str = "error",
+        catalogue: ItemCatalogue | datasets.Dataset | Iterable[Mapping[str, Any]] | None = None,
+        chat_template: str | None = None,
+    ):
+        if unknown_items not in ("error", "drop"):
+            raise ValueError(f"unknown_items must be 'error' or 'drop', got {unknown_items!r}.")
+        self.item_ids = list(item_ids)
+        self.rating_min, self.rating_max, self.rating_step = rating_min, rating_max, rating_step
+        self.rating_values = rating_values(rating_min, rating_max, rating_step)
+        self.num_slots = num_slots
+        self.codebook_size = codebook_size
+        self.max_history_items = max_history_items
+        self.max_length = max_length
+        self.max_field_words = max_field_words
+        self.item_fields = list(item_fields)
+        self.unknown_items = unknown_items
+        if catalogue is not None and not isinstance(catalogue, ItemCatalogue):
+            catalogue = ItemCatalogue(catalogue)
+        self.catalogue = catalogue
+        self._item_index = {item_id: index for index, item_id in enumerate(self.item_ids)}
+        if len(self._item_index) < len(self.item_ids):
+            raise ValueError("item_ids contains duplicates.")
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in self._added_tokens()], True)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self._image_code_of = {token_id: code for code, token_id in enumerate(self.image_code_token_ids)}
+
+    @classmethod
+    def from_catalogue(
+        cls,
+        items: ItemCatalogue | datasets.Dataset | Iterable[Mapping[str, Any]],
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        seed: int = 0,
+        vocab_size: int = 4096,
+        image_size: int = 224,
+        **kwargs: Any,
+    ) -> UniMPProcessor:
+        """Build a processor for a catalogue: seeded shuffled item tokens, and by default a BPE tokenizer
+        trained on the catalogue's text and a CLIP-style image processor of `image_size` pixels."""
+        catalogue = items if isinstance(items, ItemCatalogue) else ItemCatalogue(items)
+        fields = kwargs.get("item_fields", DEFAULT_ITEM_FIELDS)
+        if tokenizer is None:
+            tokenizer = train_tokenizer(catalogue.texts(fields), vocab_size=vocab_size)
+        if image_processor is None:
+            image_processor = make_image_processor(image_size)
+        item_ids = shuffled_item_ids(catalogue.item_ids, seed)
+        return cls(image_processor, tokenizer, item_ids=item_ids, catalogue=catalogue, **kwargs)
+
+    # ----------------------------------------------------------------- vocabulary
+    def _added_tokens(self) -> list[str]:
+        """Every token UniMP adds, in id order for a tokenizer that has none of them yet."""
+        return [
+            IMAGE_TOKEN,
+            END_OF_CHUNK_TOKEN,
+            ANSWER_TOKEN,
+            *map(item_token, range(len(self.item_ids))),
+            *map(rating_token, self.rating_values),
+            *map(slot_token, range(self.num_slots)),
+            *map(image_code_token, range(self.codebook_size)),
+        ]
+
+    def _ids(self, tokens: Iterable[str]) -> list[int]:
+        return self.tokenizer.convert_tokens_to_ids(list(tokens))
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    @property
+    def end_of_chunk_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(END_OF_CHUNK_TOKEN)
+
+    @property
+    def answer_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(ANSWER_TOKEN)
+
+    @property
+    def item_token_ids(self) -> list[int]:
+        """Token id of each item, in `item_ids` order."""
+        return self._ids(map(item_token, range(len(self.item_ids))))
+
+    @property
+    def rating_token_ids(self) -> list[int]:
+        """Token id of each value of `rating_values`."""
+        return self._ids(map(rating_token, self.rating_values))
+
+    @property
+    def slot_token_ids(self) -> list[int]:
+        return self._ids(map(slot_token, range(self.num_slots)))
+
+    @property
+    def image_code_token_ids(self) -> list[int]:
+        """Token id of each image code, in code order."""
+        return self._ids(map(image_code_token, range(self.codebook_size)))
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values", "image_mask", "labels", "token_kinds", "task_ids"]
+
+    # ----------------------------------------------------------------- resolving samples
+    def _describe(self, attributes: Mapping[str, Any]) -> str:
+        """The "Key: value; ..." attribute text of an item; missing fields are left out, never filled."""
+        parts = []
+        for name in self.item_fields:
+            value = attributes.get(name)
+            text = cap_words(_format_value(value), self.max_field_words) if value is not None else ""
+            if text:
+                parts.append(f"{name.replace('_', ' ').capitalize()}: {text}")
+        return "; ".join(parts)
+
+    def _rating_token(self, rating: float, item_id: str) -> str:
+        """The token of the scale value nearest to `rating`; ratings outside the scale are an error."""
+        tolerance = 1e-6 * max(1.0, abs(self.rating_max))
+        if math.isnan(rating) or not self.rating_min - tolerance <= rating <= self.rating_max + tolerance:
+            raise ValueError(
+                f"Item {item_id!r}: field `rating` is {rating}, outside the rating scale "
+                f"{self.rating_min:g}..{self.rating_max:g}."
+            )
+        return rating_token(self.rating_values[round((rating - self.rating_min) / self.rating_step)])
+
+    def _image_code_tokens(self, codes: Sequence[int], item_id: str) -> list[str]:
+        bad = [code for code in codes if not 0 <= int(code) < self.codebook_size]
+        if bad:
+            raise ValueError(
+                f"Item {item_id!r}: field `image_codes` has codes {bad[:5]} outside the codebook "
+                f"(codebook_size={self.codebook_size})."
+            )
+        return [image_code_token(int(code)) for code in codes]
+
+    def _entry(self, raw: str | Mapping[str, Any], task: str, role: str) -> Entry:
+        """Resolve one item reference: catalogue attributes, overridden by those given inline."""
+        raw = {"item_id": raw} if isinstance(raw, str) else raw
+        item_id = raw.get("item_id")
+        if item_id not in self._item_index:
+            raise ValueError(f"Unknown item id {item_id!r} in `{role}`: it is not in the processor's item vocabulary.")
+        attributes = dict(self.catalogue[item_id]) if self.catalogue is not None and item_id in self.catalogue else {}
+        attributes.update({k: v for k, v in raw.items() if v is not None and k not in INTERACTION_FIELDS})
+        entry = Entry(item_id, item_token(self._item_index[item_id]), self._describe(attributes), attributes.get("image"))
+        if task == "rate_explain":
+            if raw.get("rating") is not None:
+                entry.rating_token = self._rating_token(float(raw["rating"]), item_id)
+            if raw.get("explanation"):
+                entry.explanation = cap_words(raw["explanation"], self.max_field_words) or None
+        if task == "generate_image" and attributes.get("image_codes") is not None:
+            entry.image_code_tokens = self._image_code_tokens(attributes["image_codes"], item_id)
+        return entry
+
+    def _history(self, history: Sequence[Any], task: str) -> list[Entry]:
+        """Resolve the history; unknown items raise or, with `unknown_items="drop"`, are skipped."""
+        if not history:
+            raise ValueError("The sample's `history` is empty; every task needs at least one history item.")
+        known = [
+            raw
+            for raw in history
+            if self.unknown_items == "error" or (raw if isinstance(raw, str) else raw.get("item_id")) in self._item_index
+        ]
+        if not known:
+            raise ValueError("No item of the sample's `history` is in the processor's item vocabulary.")
+        return [self._entry(raw, task, "history") for raw in known]
+
+    def resolve(self, sample: Mapping[str, Any], task: str | None = None) -> ResolvedSample:
+        """Check a task sample (see README, "Data format") and resolve its item ids to entries."""
+        task = sample.get("task") or task
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}.")
+        query = sample.get("query")
+        if task in ("search", "generate_image") and not query:
+            raise ValueError(f"Task {task!r} needs a `query`.")
+        resolved = ResolvedSample(task, self._history(sample.get("history"), task))
+        resolved.query = cap_words(query, self.max_field_words) if query else None
+        if sample.get("target") is not None:
+            resolved.target = self._entry(sample["target"], task, "target")
+        if task == "rate_explain" and resolved.target is None:
+            raise ValueError("Task 'rate_explain' needs a `target`: the item to rate (without rating at inference).")
+        if task == "generate_image" and resolved.target is not None and not resolved.target.image_code_tokens:
+            raise ValueError(f"Item {resolved.target.item_id!r}: field `image_codes` is needed for the generate_image target.")
+        if task == "select":
+            self._resolve_selection(sample, resolved)
+        return resolved
+
+    def _resolve_selection(self, sample: Mapping[str, Any], resolved: ResolvedSample) -> None:
+        candidates = list(sample.get("candidates") or ())
+        if not candidates:
+            raise ValueError("Task 'select' needs `candidates`.")
+        if len(candidates) > self.num_slots:
+            raise ValueError(f"Too many candidates: {len(candidates)} given, but num_slots={self.num_slots}.")
+        resolved.candidates = [self._entry(raw, "select", "candidates") for raw in candidates]
+        resolved.slot_tokens = [slot_token(index) for index in range(len(candidates))]
+        ids = [entry.item_id for entry in resolved.candidates]
+        if sample.get("answer") is not None:
+            missing = [item_id for item_id in sample["answer"] if item_id not in ids]
+            if missing:
+                raise ValueError(f"Item {missing[0]!r} in `answer` is not one of the `candidates`.")
+            resolved.answer_slots = [slot for slot, item_id in zip(resolved.slot_tokens, ids) if item_id in sample["answer"]]
+
+    # ----------------------------------------------------------------- encoding
+    def _tokenize(self, chunks: Sequence[Chunk]) -> list[_Tokenized]:
+        """Tokenize all text segments in one call; text never turns into added tokens."""
+        texts = [segment.text for chunk in chunks for segment in chunk.segments if not segment.token]
+        encoded = iter(
+            self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+        )
+        tokenized = []
+        for chunk in chunks:
+            ids, kinds = [], []
+            for segment in chunk.segments:
+                piece = [self.tokenizer.convert_tokens_to_ids(segment.text)] if segment.token else next(encoded)
+                ids += piece
+                kinds += [segment.kind] * len(piece)
+            tokenized.append(_Tokenized(ids, kinds, chunk.image, chunk.item_id))
+        return tokenized
+
+    def _truncate(self, history: list[_Tokenized], budget: int) -> list[_Tokenized]:
+        """Keep the most recent whole chunks within `max_history_items` and a token `budget`."""
+        if budget < 0:
+            raise ValueError(f"The prompt without history is {self.max_length - budget} tokens: over max_length={self.max_length}.")
+        kept = history[-self.max_history_items :]
+        total = sum(len(chunk.ids) for chunk in kept)
+        while kept and total > budget:
+            total -= len(kept[0].ids)
+            kept = kept[1:]
+        if not kept:
+            raise ValueError(f"Not even the latest history item fits in max_length={self.max_length}.")
+        return kept
+
+    def encode(self, sample: Mapping[str, Any], task: str | None = None) -> dict[str, Any]:
+        """Render and tokenize one sample (unpadded lists, RGB images in `<image>` order)."""
+        resolved = self.resolve(sample, task)
+        layout: Layout = TEMPLATES[resolved.task](resolved)
+        tail = self._tokenize(layout.tail)
+        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        eos = [self.tokenizer.eos_token_id] if layout.has_target and self.tokenizer.eos_token_id is not None else []
+        fixed = len(bos) + sum(len(chunk.ids) for chunk in tail) + len(eos)
+        chunks = self._truncate(self._tokenize(layout.history), self.max_length - fixed) + tail
+        input_ids = bos + [i for chunk in chunks for i in chunk.ids] + eos
+        token_kinds = [0] * len(bos) + [k for chunk in chunks for k in chunk.kinds] + [1] * len(eos)
+        return {
+            "input_ids": input_ids,
+            "token_kinds": token_kinds,
+            "labels": [i if kind else -100 for i, kind in zip(input_ids, token_kinds)],
+            "images": [load_rgb_image(chunk.image, chunk.item_id) for chunk in chunks if chunk.image is not None],
+            "task_id": TASKS.index(resolved.task),
+        }
+
+    def pad(self, encodings: Sequence[Mapping[str, Any]], padding_side: str | None = None) -> BatchFeature:
+        """Collate `encode` outputs into padded tensors (see docs/CONTRACTS.md for keys and shapes)."""
+        side = padding_side or self.tokenizer.padding_side
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
+        length = max(len(encoding["input_ids"]) for encoding in encodings)
+
+        def padded(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+            batch = torch.full((len(rows), length), value, dtype=torch.long)
+            for index, row in enumerate(rows):
+                start = length - len(row) if side == "left" else 0
+                batch[index, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+            return batch
+
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+        data = {
+            "input_ids": padded([encoding["input_ids"] for encoding in encodings], pad_id),
+            "attention_mask": padded([[1] * len(encoding["input_ids"]) for encoding in encodings], 0),
+            "labels": padded([encoding["labels"] for encoding in encodings], -100),
+            "token_kinds": padded([encoding["token_kinds"] for encoding in encodings], 0),
+            "task_ids": torch.tensor([encoding["task_id"] for encoding in encodings], dtype=torch.long),
+        }
+        data.update(self._pixel_values([encoding["images"] for encoding in encodings]))
+        return BatchFeature(data)
+
+    def _pixel_values(self, images: Sequence[Sequence[Image.Image]]) -> dict[str, torch.Tensor]:
+        """`pixel_values` (B, N, 3, H, W) padded to the largest image count, and `image_mask` (B, N)."""
+        flat = [image for row in images for image in row]
+        processed = self.image_processor(flat or [Image.new("RGB", (1, 1))], return_tensors="pt")["pixel_values"]
+        most = max(len(row) for row in images)
+        pixel_values = processed.new_zeros((len(images), most, *processed.shape[1:]))
+        image_mask = torch.zeros((len(images), most), dtype=torch.bool)
+        start = 0
+        for row, row_images in enumerate(images):
+            pixel_values[row, : len(row_images)] = processed[start : start + len(row_images)]
+            image_mask[row, : len(row_images)] = True
+            start += len(row_images)
+        return {"pixel_values": pixel_values, "image_mask": image_mask}
+
+    def __call__(
+        self,
+        samples: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        task: str | None = None,
+        padding_side: str | None = None,
+    ) -> BatchFeature:
+        """Encode and collate task samples; usable directly as a `Trainer` data collator.
+
+        `task` is used for samples without a `"task"` key; `padding_side` defaults to the tokenizer's.
+        """
+        samples = [samples] if isinstance(samples, Mapping) else list(samples)
+        return self.pad([self.encode(sample, task) for sample in samples], padding_side)
+
+    def render(self, sample: Mapping[str, Any], task: str | None = None) -> str:
+        """The sample's token sequence as text, to read what the model sees."""
+        return self.tokenizer.decode(self.encode(sample, task)["input_ids"])
+
+    # ----------------------------------------------------------------- decoding
+    def rank_items(
+        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None
+    ) -> list[list[str]]:
+        """Item ids ranked by their token's logit at the `<answer>` position.
+
+        `logits` is (B, vocab) or (vocab,); `exclude` gives per row the item ids to leave out (e.g. seen items).
+        """
+        scores = logits.reshape(-1, logits.shape[-1])[:, self.item_token_ids].float().clone()
+        for row, item_ids in enumerate(exclude or ()):
+            seen = [self._item_index[item_id] for item_id in item_ids if item_id in self._item_index]
+            scores[row, seen] = float("-inf")
+        k = scores.shape[-1] if top_k is None else min(top_k, scores.shape[-1])
+        top = scores.topk(k, dim=-1)
+        return [
+            [self.item_ids[index] for index, score in zip(indices, values) if score != float("-inf")]
+            for indices, values in zip(top.indices.tolist(), top.values.tolist())
+        ]
+
+    def expected_rating(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected rating under the softmax over the rating tokens' logits (..., vocab) -> (...)."""
+        probabilities = logits[..., self.rating_token_ids].float().softmax(dim=-1)
+        return probabilities @ torch.tensor(self.rating_values, dtype=probabilities.dtype)
+
+    def decode_explanation(self, token_ids: Sequence[int] | torch.Tensor) -> str:
+        """The explanation in generated ids: the text after the rating token (if any), up to end of sequence."""
+        ids = [int(i) for i in token_ids]
+        ratings = set(self.rating_token_ids)
+        start = next((position + 1 for position, i in enumerate(ids) if i in ratings), 0)
+        stop = {self.tokenizer.eos_token_id, self.end_of_chunk_token_id}
+        end = next((position for position in range(start, len(ids)) if ids[position] in stop), len(ids))
+        return self.tokenizer.decode(ids[start:end], skip_special_tokens=True).strip()
+
+    def decode_image_codes(
+        self, token_ids: Sequence[int] | torch.Tensor, grid_size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """The image codes among generated ids as a (height, width) grid; square unless `grid_size` says."""
+        codes = [self._image_code_of[int(i)] for i in token_ids if int(i) in self._image_code_of]
+        height, width = grid_size or (math.isqrt(len(codes)), math.isqrt(len(codes)))
+        if height * width != len(codes) or not codes:
+            raise ValueError(f"Got {len(codes)} image codes, which do not fill a {height}x{width} grid.")
+        return torch.tensor(codes, dtype=torch.long).reshape(height, width)
+
+    # ----------------------------------------------------------------- saving
+    def to_dict(self) -> dict[str, Any]:
+        """The processor config without the catalogue, which is saved as its own file."""
+        output = super().to_dict()
+        output.pop("catalogue", None)
+        return output
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        """Save the processor files, its code (for `trust_remote_code`) and the catalogue."""
+        files = super().save_pretrained(save_directory, **kwargs)
+        if self.catalogue is not None:
+            files.append(self.catalogue.save(save_directory))
+        return files
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> UniMPProcessor:
+        """Load a saved processor, with its catalogue when the folder has one."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        path = cached_file(
+            pretrained_model_name_or_path, CATALOGUE_FILE, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        if path is not None:
+            processor.catalogue = ItemCatalogue.load(path)
+        return processor
+
+
+UniMPProcessor.register_for_auto_class("AutoProcessor")

@@ -1,0 +1,168 @@
+"""The task templates: one function per task turns a resolved sample into chunks of text and tokens.
+
+The same function renders a sample for training (with its target) and for inference (target absent: the
+sequence then ends at `<answer>`). Templates know nothing about a tokenizer: they emit text segments and
+added-token segments, each with a token kind, and the processor tokenizes and truncates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .vocabulary_unimp import ANSWER_TOKEN, END_OF_CHUNK_TOKEN, IMAGE_TOKEN
+
+CONTEXT, TARGET, RECONSTRUCTION = 0, 1, 2
+"""Token kinds: unsupervised context, the final answer, and the history items' own supervised parts."""
+
+RECOMMEND_PROMPT = "What is the next item recommended to the user?"
+SEARCH_PROMPT = "Query: {query} What is the related item to the query based on the history?"
+RATE_EXPLAIN_PROMPT = "What is the rating and explanation for the item?"
+SELECT_HEADER = "Select from:"
+SELECT_PROMPT = "Which of these items will the user choose?"
+GENERATE_IMAGE_PROMPT = "Query: {query} What does the item the user wants look like?"
+
+
+@dataclass
+class Segment:
+    """A piece of a chunk: plain text to tokenize, or one added token (`token=True`)."""
+
+    text: str
+    kind: int = CONTEXT
+    token: bool = False
+
+
+@dataclass
+class Chunk:
+    """Segments that are kept or dropped together; `image` is the picture its `<image>` token stands for."""
+
+    segments: list[Segment]
+    image: Any = None
+    item_id: str | None = None
+
+
+@dataclass
+class Entry:
+    """One item of a sample as the templates print it (attributes already capped and formatted)."""
+
+    item_id: str
+    item_token: str
+    text: str = ""
+    image: Any = None
+    rating_token: str | None = None
+    explanation: str | None = None
+    image_code_tokens: list[str] | None = None
+
+
+@dataclass
+class ResolvedSample:
+    """A task sample whose item ids are resolved to entries; `target`/`answer_slots` are None at inference."""
+
+    task: str
+    history: list[Entry]
+    target: Entry | None = None
+    query: str | None = None
+    candidates: list[Entry] = field(default_factory=list)
+    slot_tokens: list[str] = field(default_factory=list)
+    answer_slots: list[str] | None = None
+
+
+@dataclass
+class Layout:
+    """A rendered sample: history chunks (dropped oldest first when too long) and a tail kept whole."""
+
+    history: list[Chunk]
+    tail: list[Chunk]
+    has_target: bool
+
+
+def _token(text: str, kind: int = CONTEXT) -> Segment:
+    return Segment(text, kind, token=True)
+
+
+def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[Segment] = ()) -> Chunk:
+    """`<image>`? + lead + attribute text + (`<answer>` + supervised part)? + `<|endofchunk|>`."""
+    segments = [_token(IMAGE_TOKEN)] if entry.image is not None else []
+    segments += lead
+    if entry.text:
+        segments.append(Segment(entry.text))
+    if supervised:
+        segments += [_token(ANSWER_TOKEN), *supervised]
+    segments.append(_token(END_OF_CHUNK_TOKEN))
+    return Chunk(segments, image=entry.image, item_id=entry.item_id)
+
+
+def prompt_chunk(text: str, answer: Sequence[Segment]) -> Chunk:
+    """The task instruction, `<answer>`, and the answer when training."""
+    return Chunk([Segment(text), _token(ANSWER_TOKEN), *answer])
+
+
+def item_part(entry: Entry, kind: int) -> list[Segment]:
+    """The supervised part of an item for recommend, search and select: its item token."""
+    return [_token(entry.item_token, kind)]
+
+
+def rating_part(entry: Entry, kind: int) -> list[Segment]:
+    """The supervised part for rate_explain: `<rating_r>`? + explanation?."""
+    part = [_token(entry.rating_token, kind)] if entry.rating_token else []
+    return part + ([Segment(entry.explanation, kind)] if entry.explanation else [])
+
+
+def image_code_part(entry: Entry, kind: int) -> list[Segment]:
+    """The supervised part for generate_image: the item's image-code tokens."""
+    return [_token(code, kind) for code in entry.image_code_tokens or ()]
+
+
+def _history(sample: ResolvedSample, part: Callable[[Entry, int], list[Segment]]) -> list[Chunk]:
+    return [item_chunk(entry, part(entry, RECONSTRUCTION)) for entry in sample.history]
+
+
+def _answer(sample: ResolvedSample, part: Callable[[Entry, int], list[Segment]]) -> list[Segment]:
+    return part(sample.target, TARGET) if sample.target is not None else []
+
+
+def recommend(sample: ResolvedSample) -> Layout:
+    """History chunks ending `<answer> <item_k>`; "What is the next item ...? <answer>" -> `<item_k>`."""
+    answer = _answer(sample, item_part)
+    return Layout(_history(sample, item_part), [prompt_chunk(RECOMMEND_PROMPT, answer)], bool(answer))
+
+
+def search(sample: ResolvedSample) -> Layout:
+    """Recommend's history; "Query: q What is the related item ...? <answer>" -> `<item_k>`."""
+    answer = _answer(sample, item_part)
+    prompt = prompt_chunk(SEARCH_PROMPT.format(query=sample.query), answer)
+    return Layout(_history(sample, item_part), [prompt], bool(answer))
+
+
+def rate_explain(sample: ResolvedSample) -> Layout:
+    """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk (always given); the question."""
+    answer = _answer(sample, rating_part)
+    tail = [item_chunk(sample.target), prompt_chunk(RATE_EXPLAIN_PROMPT, answer)]
+    return Layout(_history(sample, rating_part), tail, bool(answer))
+
+
+def select(sample: ResolvedSample) -> Layout:
+    """History; "Select from:" and one chunk per candidate led by its slot token; the answer is slot tokens."""
+    answer = [_token(slot, TARGET) for slot in sample.answer_slots or ()]
+    candidates = [
+        item_chunk(entry, lead=[_token(slot)]) for entry, slot in zip(sample.candidates, sample.slot_tokens)
+    ]
+    tail = [Chunk([Segment(SELECT_HEADER)]), *candidates, prompt_chunk(SELECT_PROMPT, answer)]
+    return Layout(_history(sample, item_part), tail, bool(answer))
+
+
+def generate_image(sample: ResolvedSample) -> Layout:
+    """History chunks ending `<answer>` + their image codes; "Query: q ...? <answer>" -> the target's codes."""
+    answer = _answer(sample, image_code_part)
+    prompt = prompt_chunk(GENERATE_IMAGE_PROMPT.format(query=sample.query), answer)
+    return Layout(_history(sample, image_code_part), [prompt], bool(answer))
+
+
+TEMPLATES: dict[str, Callable[[ResolvedSample], Layout]] = {
+    "recommend": recommend,
+    "search": search,
+    "rate_explain": rate_explain,
+    "select": select,
+    "generate_image": generate_image,
+}
