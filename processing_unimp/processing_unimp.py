@@ -52,6 +52,11 @@ class _Tokenized:
     item_id: str | None = None
 
 
+def _item_id(reference: str | Mapping[str, Any]) -> Any:
+    """The item id of a history entry, target or candidate: a bare id or a dict with `item_id`."""
+    return reference if isinstance(reference, str) else reference.get("item_id")
+
+
 def cap_words(text: str, max_words: int) -> str:
     """The first `max_words` whitespace-separated words of `text`."""
     return " ".join(str(text).split()[:max_words])
@@ -121,7 +126,8 @@ class UniMPProcessor(ProcessorMixin):
         self._item_index = {item_id: index for index, item_id in enumerate(self.item_ids)}
         if len(self._item_index) < len(self.item_ids):
             raise ValueError("item_ids contains duplicates.")
-        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in self._added_tokens()], True)
+        added = [AddedToken(token, special=True, normalized=False) for token in self._added_tokens()]
+        tokenizer.add_tokens(added, special_tokens=True)  # no-op for tokens a saved tokenizer already has
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self._image_code_of = {token_id: code for code, token_id in enumerate(self.image_code_token_ids)}
 
@@ -230,13 +236,14 @@ class UniMPProcessor(ProcessorMixin):
 
     def _entry(self, raw: str | Mapping[str, Any], task: str, role: str) -> Entry:
         """Resolve one item reference: catalogue attributes, overridden by those given inline."""
+        item_id = _item_id(raw)
         raw = {"item_id": raw} if isinstance(raw, str) else raw
-        item_id = raw.get("item_id")
         if item_id not in self._item_index:
             raise ValueError(f"Unknown item id {item_id!r} in `{role}`: it is not in the processor's item vocabulary.")
         attributes = dict(self.catalogue[item_id]) if self.catalogue is not None and item_id in self.catalogue else {}
         attributes.update({k: v for k, v in raw.items() if v is not None and k not in INTERACTION_FIELDS})
-        entry = Entry(item_id, item_token(self._item_index[item_id]), self._describe(attributes), attributes.get("image"))
+        token = item_token(self._item_index[item_id])
+        entry = Entry(item_id, token, self._describe(attributes), attributes.get("image"))
         if task == "rate_explain":
             if raw.get("rating") is not None:
                 entry.rating_token = self._rating_token(float(raw["rating"]), item_id)
@@ -250,14 +257,11 @@ class UniMPProcessor(ProcessorMixin):
         """Resolve the history; unknown items raise or, with `unknown_items="drop"`, are skipped."""
         if not history:
             raise ValueError("The sample's `history` is empty; every task needs at least one history item.")
-        known = [
-            raw
-            for raw in history
-            if self.unknown_items == "error" or (raw if isinstance(raw, str) else raw.get("item_id")) in self._item_index
-        ]
-        if not known:
-            raise ValueError("No item of the sample's `history` is in the processor's item vocabulary.")
-        return [self._entry(raw, task, "history") for raw in known]
+        if self.unknown_items == "drop":
+            history = [raw for raw in history if _item_id(raw) in self._item_index]
+            if not history:
+                raise ValueError("No item of the sample's `history` is in the processor's item vocabulary.")
+        return [self._entry(raw, task, "history") for raw in history]
 
     def resolve(self, sample: Mapping[str, Any], task: str | None = None) -> ResolvedSample:
         """Check a task sample (see README, "Data format") and resolve its item ids to entries."""
@@ -273,8 +277,9 @@ class UniMPProcessor(ProcessorMixin):
             resolved.target = self._entry(sample["target"], task, "target")
         if task == "rate_explain" and resolved.target is None:
             raise ValueError("Task 'rate_explain' needs a `target`: the item to rate (without rating at inference).")
-        if task == "generate_image" and resolved.target is not None and not resolved.target.image_code_tokens:
-            raise ValueError(f"Item {resolved.target.item_id!r}: field `image_codes` is needed for the generate_image target.")
+        target = resolved.target
+        if task == "generate_image" and target is not None and not target.image_code_tokens:
+            raise ValueError(f"Item {target.item_id!r}: field `image_codes` is needed for a generate_image target.")
         if task == "select":
             self._resolve_selection(sample, resolved)
         return resolved
@@ -292,7 +297,8 @@ class UniMPProcessor(ProcessorMixin):
             missing = [item_id for item_id in sample["answer"] if item_id not in ids]
             if missing:
                 raise ValueError(f"Item {missing[0]!r} in `answer` is not one of the `candidates`.")
-            resolved.answer_slots = [slot for slot, item_id in zip(resolved.slot_tokens, ids) if item_id in sample["answer"]]
+            chosen = set(sample["answer"])
+            resolved.answer_slots = [slot for slot, item_id in zip(resolved.slot_tokens, ids) if item_id in chosen]
 
     # ----------------------------------------------------------------- encoding
     def _tokenize(self, chunks: Sequence[Chunk]) -> list[_Tokenized]:
@@ -314,7 +320,8 @@ class UniMPProcessor(ProcessorMixin):
     def _truncate(self, history: list[_Tokenized], budget: int) -> list[_Tokenized]:
         """Keep the most recent whole chunks within `max_history_items` and a token `budget`."""
         if budget < 0:
-            raise ValueError(f"The prompt without history is {self.max_length - budget} tokens: over max_length={self.max_length}.")
+            length = self.max_length - budget
+            raise ValueError(f"The prompt without history is {length} tokens, over max_length={self.max_length}.")
         kept = history[-self.max_history_items :]
         total = sum(len(chunk.ids) for chunk in kept)
         while kept and total > budget:
@@ -372,6 +379,7 @@ class UniMPProcessor(ProcessorMixin):
     def _pixel_values(self, images: Sequence[Sequence[Image.Image]]) -> dict[str, torch.Tensor]:
         """`pixel_values` (B, N, 3, H, W) padded to the largest image count, and `image_mask` (B, N)."""
         flat = [image for row in images for image in row]
+        # With no image in the batch, a blank one still gives the (3, H, W) shape of the empty tensor.
         processed = self.image_processor(flat or [Image.new("RGB", (1, 1))], return_tensors="pt")["pixel_values"]
         most = max(len(row) for row in images)
         pixel_values = processed.new_zeros((len(images), most, *processed.shape[1:]))

@@ -136,7 +136,7 @@ def search(sample: ResolvedSample) -> Layout:
 
 
 def rate_explain(sample: ResolvedSample) -> Layout:
-    """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk (always given); the question."""
+    """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk; the question."""
     answer = _answer(sample, rating_part)
     tail = [item_chunk(sample.target), prompt_chunk(RATE_EXPLAIN_PROMPT, answer)]
     return Layout(_history(sample, rating_part), tail, bool(answer))
