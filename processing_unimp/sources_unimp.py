@@ -319,12 +319,13 @@ def build_movielens(
     *,
     output_dir: str | os.PathLike | None = None,
     config: BuildConfig | None = None,
+    name: str = "movielens",
     extra_files: Mapping[str, str | bytes] | None = None,
 ) -> datasets.DatasetDict:
     """MovieLens in the GroupLens CSV layout (`ratings.csv`, `movies.csv`); items are text-only: title,
     genres as categories, and the release year as the description."""
     source_dir, config = Path(source_dir), config or BuildConfig()
-    report = BuildReport("movielens", strict=config.strict)
+    report = BuildReport(name, strict=config.strict)
     ratings = read_csv_table(_first_file(source_dir, ["ratings.csv"]), ["userId", "movieId", "rating", "timestamp"], report)
     total = len(ratings) + sum(report.skipped.values())
     ratings = to_number(ratings, "timestamp", report, where_column="movieId", kind="int")
@@ -340,7 +341,7 @@ def build_movielens(
         "description": [f"Year: {y}" if isinstance(y, str) else None for y in years],
         "categories": [[g for g in _flat_categories(genres) if g != "(no genres listed)"] for genres in movies["genres"].fillna("")],
     })
-    return run_builder("movielens", items, interactions, report, config, raw_records=total, output_dir=output_dir,
+    return run_builder(name, items, interactions, report, config, raw_records=total, output_dir=output_dir,
                        extra_files=extra_files)
 
 
