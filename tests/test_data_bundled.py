@@ -1,0 +1,76 @@
+"""The bundled datasets in examples/data: loadable by name, in the contract format, consistent with their
+statistics, licensed, small, and reproducible by their build scripts."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from processing_unimp.builders_unimp import BUNDLED_DATASETS, bundled_dataset_path, load_bundled_dataset, load_unimp_dataset
+from processing_unimp.schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
+from processing_unimp.splits_unimp import TASK_SAMPLE_FEATURES
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.parametrize("name", BUNDLED_DATASETS)
+def test_bundled_dataset_loads_in_contract_format(name):
+    dataset = load_unimp_dataset(name)
+    assert dataset["items"].features == ITEM_FEATURES and dataset["interactions"].features == INTERACTION_FEATURES
+    for split in ("train", "validation", "test"):
+        assert dataset[f"tasks_{split}"].features == TASK_SAMPLE_FEATURES
+    stats = json.loads((bundled_dataset_path(name) / "statistics.json").read_text())
+    assert (stats["items"], stats["interactions"]) == (dataset["items"].num_rows, dataset["interactions"].num_rows)
+    assert stats["users"] == len(set(dataset["interactions"]["user_id"])) == dataset["test"].num_rows
+    assert set(dataset["item_vocab"]["item_id"]) == set(dataset["items"]["item_id"])
+    sample = dataset["tasks_test"][0]
+    assert sample["history"] and sample["target"]["item_id"] in set(dataset["items"]["item_id"])
+
+
+def test_bundled_statistics_are_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    for name in BUNDLED_DATASETS:
+        row = (bundled_dataset_path(name) / "statistics.md").read_text().splitlines()[-1]
+        assert row in readme
+
+
+@pytest.mark.parametrize("name,licence", [("movielens-small", "NOTICE"), ("fashion-shop", "LICENSE")])
+def test_bundled_dataset_is_licensed_small_and_has_a_card(name, licence):
+    path = bundled_dataset_path(name)
+    assert (path / licence).is_file()
+    assert (REPO / "hub_cards" / f"dataset_{name}.md").is_file()
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 10_000_000
+    assert not any(str(REPO.parent) in p.read_text(errors="ignore") for p in files if p.suffix in (".json", ".md", ""))
+
+
+def test_fashion_shop_has_images_and_hides_the_style():
+    dataset = load_bundled_dataset("fashion-shop")
+    assert all(image is not None for image in dataset["items"]["image"][:20])
+    assert set(dataset["tasks_test"]["task"]) == {"recommend", "search", "rate_explain", "select", "generate_image"}
+    model = json.loads((bundled_dataset_path("fashion-shop") / "preference_model.json").read_text())
+    text = " ".join(f"{t} {d}" for t, d in zip(dataset["items"]["title"], dataset["items"]["description"])).lower()
+    assert "style" not in text and "cluster" not in text
+    assert model["style_accuracy_from_text_attributes"] < model["style_chance_accuracy"] + 0.1
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "data" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data/fashion-mnist")
+def test_fashion_shop_generator_is_deterministic(tmp_path):
+    build = _script("build_fashion_shop").build
+    for out in ("a", "b"):
+        build(SHARED, tmp_path / out, num_users=100, num_items=200, seed=3)
+    digest = {out: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / out).rglob("*")) if p.is_file()}
+              for out in ("a", "b")}
+    assert digest["a"] == digest["b"]
