@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .images_unimp import ImageCache, download_images, validate_image_bytes
 from .schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES, TASKS
@@ -128,7 +129,7 @@ def iter_json_lines(path: str | os.PathLike, report: BuildReport, *, python_lite
 
     name = Path(path).name
     with open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(tqdm(handle, desc=name, unit=" lines", mininterval=2, disable=None), start=1):
             if not raw.strip():
                 continue
             try:
@@ -309,16 +310,15 @@ def _attach_images(items: pd.DataFrame, report: BuildReport, image_cache: ImageC
     Missing, dead or corrupt images become None and are counted; the item itself is kept (text-only).
     """
     images: list[dict | None] = [None] * len(items)
-    ids = items["item_id"].tolist()
     if "image_url" in items.columns and image_cache is not None:
         urls = [u for u in items["image_url"].tolist() if isinstance(u, str) and u]
         fetched = download_images(urls, image_cache, **download_kwargs)
     else:
         fetched = {}
-    for position in range(len(items)):
-        row = items.iloc[position]
+    records = items.to_dict("records")
+    for position, row in enumerate(tqdm(records, desc="item images", mininterval=2, disable=None if len(records) > 10_000 else True)):
         data: bytes | None = None
-        where = f"item_id={ids[position]}"
+        where = f"item_id={row['item_id']}"
         if "image_bytes" in items.columns and isinstance(row.get("image_bytes"), bytes):
             data = row["image_bytes"]
         elif "image_path" in items.columns and isinstance(row.get("image_path"), str):
