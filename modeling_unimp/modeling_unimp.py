@@ -334,6 +334,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         # One config object for the LM and the composite: resizing or attention switches update both.
         config.text_config = self.language_model.config
         self.post_init()
+        # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
+        self._keys_to_ignore_on_save = [f"language_model.{k}" for k in self.language_model.all_tied_weights_keys] or None
         self.apply_trainable_policy()
 
     # ----- embeddings -------------------------------------------------------------------------------------------

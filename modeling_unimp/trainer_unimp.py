@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
+from processing_unimp.evaluation_unimp import evaluate_ranking
 from processing_unimp.schema_unimp import TASKS
+
+from .configuration_unimp import UniMPConfig
+from .modeling_unimp import UniMPForConditionalGeneration
 
 TARGET, CONTEXT = 1, 2  # token kinds written by the processor (0 = unsupervised)
 
@@ -86,15 +90,54 @@ class UniMPTrainingArguments(TrainingArguments):
         parse_task_weights(self.task_weights)  # fail at parse time, not at the first step
 
 
+def unimp_for_processor(preset: str, processor, **overrides) -> UniMPForConditionalGeneration:
+    """A from-scratch UniMP preset sized for `processor`: its vocabulary and special-token ids.
+
+    The processor's images must have the preset's `vision_config.image_size`.
+    """
+    tokenizer = processor.tokenizer
+    text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    config = UniMPConfig.from_preset(
+        preset,
+        text_config={**text, **overrides.pop("text_config", {})},
+        image_token_id=processor.image_token_id,
+        end_of_chunk_token_id=processor.end_of_chunk_token_id,
+        answer_token_id=processor.answer_token_id,
+        **overrides,
+    )
+    return UniMPForConditionalGeneration(config)
+
+
 class UniMPTrainer(Trainer):
-    """`Trainer` whose loss is `unimp_loss`, normalised over the accumulated batch."""
+    """`Trainer` whose loss is `unimp_loss`, normalised over the accumulated batch.
+
+    With `ranking_samples` (validation recommend samples), every evaluation also ranks the whole catalogue for each
+    of them and logs HR/NDCG/MRR, so that `metric_for_best_model="NDCG@10"` picks checkpoints on validation.
+    """
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, ranking_samples=None, **kwargs):
         super().__init__(*args, **kwargs)
         weights = parse_task_weights(getattr(self.args, "task_weights", ""))
         self.task_weights = torch.tensor([weights.get(task, 1.0) for task in TASKS])
+        self.ranking_samples = ranking_samples
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.ranking_samples is not None:
+            ranking = evaluate_ranking(
+                self.model, self.processing_class, self.ranking_samples,
+                batch_size=self.args.per_device_eval_batch_size, accelerator=self.accelerator,
+            )
+            ranking = {f"{metric_key_prefix}_{name}": value for name, value in ranking.items()}
+            self.log(ranking)
+            metrics.update(ranking)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, ranking)
+        return metrics
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -124,4 +167,4 @@ class UniMPTrainer(Trainer):
         return names
 
 
-__all__ = ["UniMPTrainer", "UniMPTrainingArguments", "parse_task_weights", "unimp_loss"]
+__all__ = ["UniMPTrainer", "UniMPTrainingArguments", "parse_task_weights", "unimp_for_processor", "unimp_loss"]

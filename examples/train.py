@@ -1,0 +1,175 @@
+"""Train UniMP multi-task on a bundled dataset or a builder's output, with UniMPTrainer.
+
+    accelerate launch --config_file examples/accelerate/cpu.yaml examples/train.py \
+        --model-preset small --dataset fashion-shop --output-dir runs/small
+
+Any `TrainingArguments` flag works too (`--learning-rate`, `--num-train-epochs`, `--resume-from-checkpoint` ...).
+Each evaluation ranks the whole catalogue for validation users; the best checkpoint is chosen on validation
+NDCG@10 and only then evaluated once on the test split. Writes the model and processor, `train_results.json`,
+`test_results.json` and `loss_curve.png` to the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, set_seed
+
+from modeling_unimp.configuration_unimp import UniMPConfig
+from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from modeling_unimp.trainer_unimp import UniMPTrainer, UniMPTrainingArguments, unimp_for_processor
+from processing_unimp.builders_unimp import load_unimp_dataset
+from processing_unimp.evaluation_unimp import evaluate_ranking
+from processing_unimp.processing_unimp import UniMPProcessor
+from processing_unimp.schema_unimp import TASKS
+
+
+@dataclass
+class ModelArguments:
+    model_preset: str = field(default="small", metadata={"help": "tiny, small or unimp-3b (from scratch)."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A saved UniMP folder (model + processor) to start from, e.g. single-task fine-tuning "
+                          "from a multi-task checkpoint."},
+    )
+    answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
+    text_conditioned_queries: bool = field(default=False)
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
+    lora_rank: int = field(default=16)
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="fashion-shop", metadata={"help": "Bundled name or a builder's output folder."})
+    tasks: str = field(default="recommend,search,rate_explain,select", metadata={"help": "Comma-separated."})
+    use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
+    item_fields: str = field(default="title,categories", metadata={"help": "Item attributes written per chunk."})
+    max_history_items: int = field(default=10)
+    max_length: int = field(default=512)
+    tokenizer_vocab_size: int = field(default=2048)
+    max_train_samples: int | None = field(default=None)
+    max_eval_users: int | None = field(default=300, metadata={"help": "Validation users ranked per evaluation."})
+    max_test_users: int | None = field(default=None, metadata={"help": "Test users ranked at the end (all)."})
+
+
+def parse_args():
+    parser = HfArgumentParser((ModelArguments, DataArguments, UniMPTrainingArguments))
+    # Defaults that train `small` on a CPU in minutes; every one can be overridden on the command line.
+    parser.set_defaults(
+        output_dir="runs/train", learning_rate=1e-3, per_device_train_batch_size=8, per_device_eval_batch_size=32,
+        num_train_epochs=1, lr_scheduler_type="cosine", warmup_steps=0.01, eval_strategy="steps", eval_steps=200,
+        save_strategy="steps", save_steps=200, save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="NDCG@10", greater_is_better=True, logging_steps=20, report_to="none",
+        prediction_loss_only=True,
+    )
+    return parser.parse_args_into_dataclasses()
+
+
+def build_processor(model_args: ModelArguments, data_args: DataArguments, items) -> UniMPProcessor:
+    """The saved processor when continuing from a folder, else a new one for the catalogue."""
+    if model_args.model_name_or_path:
+        return UniMPProcessor.from_pretrained(model_args.model_name_or_path)
+    image_size = UniMPConfig.from_preset(model_args.model_preset).vision_config.image_size
+    return UniMPProcessor.from_catalogue(
+        items,
+        image_size=image_size,
+        vocab_size=data_args.tokenizer_vocab_size,
+        item_fields=[f for f in data_args.item_fields.split(",") if f],
+        max_history_items=data_args.max_history_items,
+        max_length=data_args.max_length,
+    )
+
+
+def build_model(model_args: ModelArguments, processor: UniMPProcessor):
+    if model_args.model_name_or_path:
+        model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    else:
+        model = unimp_for_processor(
+            model_args.model_preset, processor, answer_media=model_args.answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries,
+        )
+    if model_args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        # Attention projections of the LM families and of the cross-attention; the (new) token rows train in full.
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "c_attn", "media_query",
+                   "media_key_value", "media_output"]
+        embeddings = {model.get_input_embeddings(), model.get_output_embeddings()}
+        to_save = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if module in embeddings})
+        model = get_peft_model(model, LoraConfig(r=model_args.lora_rank, target_modules=targets,
+                                                 modules_to_save=to_save))
+    return model
+
+
+def select_tasks(dataset, tasks: list[str], limit: int | None):
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"--tasks has unknown task(s) {unknown}; choose from {TASKS}.")
+    selected = dataset.filter(lambda task: task in tasks, input_columns="task")
+    return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
+
+
+def plot_curves(log_history: list[dict], path: Path) -> None:
+    """Training loss and validation NDCG@10 against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    steps = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    if steps:
+        loss_axis.plot(*zip(*steps), label="training loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss")
+    ndcg = [(r["step"], r["eval_NDCG@10"]) for r in log_history if "eval_NDCG@10" in r]
+    if ndcg:
+        metric_axis = loss_axis.twinx()
+        metric_axis.plot(*zip(*ndcg), "o-", color="tab:orange", label="validation NDCG@10")
+        metric_axis.set_ylabel("validation NDCG@10")
+    figure.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    model_args, data_args, training_args = parse_args()
+    set_seed(training_args.seed)
+    data = load_unimp_dataset(data_args.dataset)
+    items = data["items"] if data_args.use_images else data["items"].remove_columns("image")
+    processor = build_processor(model_args, data_args, items)
+    model = build_model(model_args, processor)
+
+    tasks = [t for t in data_args.tasks.split(",") if t]
+    train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples)
+    validation = select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)
+    trainer = UniMPTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_users),
+        data_collator=processor,
+        processing_class=processor,
+        ranking_samples=list(validation),
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    processor.save_pretrained(training_args.output_dir)
+
+    if trainer.is_world_process_zero():
+        output = Path(training_args.output_dir)
+        (output / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
+        plot_curves(trainer.state.log_history, output / "loss_curve.png")
+    test = select_tasks(data["tasks_test"], ["recommend"], data_args.max_test_users)
+    metrics = evaluate_ranking(trainer.model, processor, list(test), batch_size=training_args.per_device_eval_batch_size,
+                               accelerator=trainer.accelerator)
+    if trainer.is_world_process_zero():
+        (Path(training_args.output_dir) / "test_results.json").write_text(json.dumps(metrics, indent=2))
+        print(json.dumps({"test_recommend": metrics}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

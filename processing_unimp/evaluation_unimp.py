@@ -1,0 +1,138 @@
+"""Evaluate a UniMP model on task samples, by exact ranking and teacher-forced scoring (not shipped to the Hub).
+
+Recommendation and search rank every catalogue item at once: one forward pass over the prompt, whose last token is
+`<answer>`, scores every item token (the original code ran a 10-beam search and string-matched its outputs).
+Work is split across processes and the per-sample records gathered before any metric is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .metrics_unimp import rating_metrics, ranking_metrics, selection_metrics, target_ranks, text_metrics
+
+
+def _shard(samples: Sequence[Mapping[str, Any]], accelerator) -> list[Mapping[str, Any]]:
+    """This process's share of the samples (every `num_processes`-th one), or all of them."""
+    if accelerator is None:
+        return list(samples)
+    return [samples[i] for i in range(accelerator.process_index, len(samples), accelerator.num_processes)]
+
+
+def _gather(values: list, accelerator) -> list:
+    """Every process's records, concatenated (the shards are disjoint, so nothing is duplicated)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return values
+    from accelerate.utils import gather_object
+
+    return gather_object(values)
+
+
+def _prompt_batches(model, processor, samples, batch_size: int, description: str, accelerator):
+    """Yield (batch samples, model inputs without targets) for this process's share, left-padded."""
+    shard = _shard(samples, accelerator)
+    device = next(model.parameters()).device
+    disable = accelerator is not None and not accelerator.is_main_process
+    for start in tqdm(range(0, len(shard), batch_size), desc=description, disable=disable):
+        batch = shard[start : start + batch_size]
+        prompts = [_prompt(sample) for sample in batch]
+        inputs = processor(prompts, padding_side="left")
+        inputs = {k: v.to(device) for k, v in inputs.items() if k not in ("labels", "token_kinds", "task_ids")}
+        yield batch, inputs
+
+
+def _prompt(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """The sample as an inference prompt: no answer; rate_explain keeps the item to rate, without its rating."""
+    target = sample.get("target")
+    keep = sample["task"] == "rate_explain" and target is not None
+    return {**sample, "target": {"item_id": target["item_id"]} if keep else None, "answer": None}
+
+
+@torch.no_grad()
+def answer_logits(model, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token logits at the last prompt position (`<answer>`): `(B, vocab)`."""
+    return model(**inputs, logits_to_keep=1).logits[:, -1].float()
+
+
+def evaluate_ranking(
+    model,
+    processor,
+    samples: Sequence[Mapping[str, Any]],
+    batch_size: int = 32,
+    exclude_seen: bool = False,
+    accelerator=None,
+) -> dict[str, float]:
+    """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (recommend or search samples)."""
+    model.eval()
+    index = {item_id: i for i, item_id in enumerate(processor.item_ids)}
+    item_tokens = torch.tensor(processor.item_token_ids)
+    ranks: list[int] = []
+    for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "ranking", accelerator):
+        scores = answer_logits(model, inputs)[:, item_tokens.to(inputs["input_ids"].device)].cpu()
+        targets = torch.tensor([index[s["target"]["item_id"]] for s in batch])
+        exclude = None
+        if exclude_seen:
+            exclude = torch.zeros_like(scores, dtype=torch.bool)
+            for row, sample in enumerate(batch):
+                seen = [index[h["item_id"]] for h in sample["history"] if h["item_id"] in index]
+                exclude[row, seen] = True
+        ranks += target_ranks(scores, targets, exclude).tolist()
+    return ranking_metrics(torch.tensor(_gather(ranks, accelerator)))
+
+
+def evaluate_rating(
+    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 32, accelerator=None
+) -> dict[str, float]:
+    """RMSE/MAE of the expected rating (softmax over rating tokens) and of the most likely rating."""
+    model.eval()
+    values = torch.tensor(processor.rating_values)
+    records: list[tuple[float, float, float]] = []
+    for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "rating", accelerator):
+        logits = answer_logits(model, inputs).cpu()
+        expected = processor.expected_rating(logits)
+        most_likely = values[logits[:, processor.rating_token_ids].argmax(-1)]
+        truth = [float(s["target"]["rating"]) for s in batch]
+        records += list(zip(expected.tolist(), most_likely.tolist(), truth))
+    expected, most_likely, truth = torch.tensor(_gather(records, accelerator)).T
+    return {**rating_metrics(expected, truth, "expected_"), **rating_metrics(most_likely, truth, "argmax_")}
+
+
+def evaluate_explanations(
+    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 16, max_new_tokens: int = 32,
+    accelerator=None,
+) -> dict[str, float]:
+    """BLEU-1/4 and ROUGE-1/2/L of greedy explanations against the reference ones (samples that have one)."""
+    model.eval()
+    samples = [s for s in samples if s["target"].get("explanation")]
+    records: list[tuple[str, str]] = []
+    for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "explanations", accelerator):
+        generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                   suppress_tokens=[processor.end_of_chunk_token_id])
+        new = generated[:, inputs["input_ids"].shape[1]:].cpu()
+        records += [(processor.decode_explanation(row), s["target"]["explanation"]) for row, s in zip(new, batch)]
+    records = _gather(records, accelerator)
+    return {**text_metrics([h for h, _ in records], [r for _, r in records]), "num_explanations": len(records)}
+
+
+def evaluate_selection(
+    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 32, accelerator=None
+) -> dict[str, float]:
+    """Precision/recall/F1 of the most likely slot as the selected item (every sample has >= 1 positive)."""
+    model.eval()
+    slot_tokens = torch.tensor(processor.slot_token_ids)
+    records: list[tuple[list[str], list[str]]] = []
+    for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "selection", accelerator):
+        logits = answer_logits(model, inputs)[:, slot_tokens.to(inputs["input_ids"].device)].cpu()
+        for row, sample in zip(logits, batch):
+            candidates = list(sample["candidates"])
+            row = row[: len(candidates)]
+            records.append(([candidates[int(row.argmax())]], list(sample["answer"])))
+    records = _gather(records, accelerator)
+    return selection_metrics([set(p) for p, _ in records], [set(g) for _, g in records])
+
+
+__all__ = ["answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating", "evaluate_selection"]
