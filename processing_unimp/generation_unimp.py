@@ -1,0 +1,201 @@
+"""Retrieve-then-generate: a picture of the item a user wants, from a UniMP model and its VQ image tokenizer.
+
+Three steps (the paper's user-guided image generation, carried through to pixels):
+1. retrieve: the model's own search task ranks the whole catalogue at `<answer>` for the user's history and query
+   (exact, one forward pass), and the top items become the context;
+2. generate: a generate_image prompt over that context, then exactly one image's number of codes (h * w), with
+   every token that is not an image code masked out;
+3. decode: the VQ decoder turns the code grid into pixels.
+`retrieve=False` generates from the user's own history instead (the no-retrieval baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .image_codes_unimp import code_grid_size, decode_image_codes, encode_image_codes
+from .image_processing_unimp import load_rgb_image
+
+_PROMPT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_mask")
+
+
+class ImageCodeLogitsProcessor(LogitsProcessor):
+    """Masks every token except the image codes, so that each generated token is one `<img_k>`."""
+
+    def __init__(self, image_code_token_ids: Sequence[int]):
+        if not image_code_token_ids:
+            raise ValueError("The processor has no image-code tokens (codebook_size=0): it cannot generate images.")
+        self.allowed = torch.tensor(sorted(set(image_code_token_ids)), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, float("-inf"))
+        mask[:, self.allowed.to(scores.device)] = 0
+        return scores + mask
+
+
+def _item_id(reference: str | Mapping[str, Any]) -> str:
+    return reference if isinstance(reference, str) else reference["item_id"]
+
+
+def _model_inputs(model, processor, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Left-padded prompts (no target) on the model's device."""
+    device = next(model.parameters()).device
+    batch = processor([{**sample, "target": None} for sample in samples], padding_side="left")
+    return {key: batch[key].to(device) for key in _PROMPT_KEYS}
+
+
+@torch.no_grad()
+def retrieve_items(
+    model,
+    processor,
+    histories: Sequence[Sequence[Any]],
+    queries: Sequence[str],
+    num_retrieved: int = 5,
+    batch_size: int = 16,
+    exclude: Sequence[Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """Per user, the `num_retrieved` catalogue items that the search task ranks highest for the query, best first.
+
+    `exclude` gives per user item ids to leave out of the ranking.
+    """
+    model.eval()
+    retrieved: list[list[str]] = []
+    for start in range(0, len(histories), batch_size):
+        samples = [{"task": "search", "history": history, "query": query}
+                   for history, query in zip(histories[start : start + batch_size], queries[start : start + batch_size])]
+        logits = model(**_model_inputs(model, processor, samples), logits_to_keep=1).logits[:, -1].float().cpu()
+        excluded = None if exclude is None else exclude[start : start + batch_size]
+        retrieved += processor.rank_items(logits, top_k=num_retrieved, exclude=excluded)
+    return retrieved
+
+
+def with_image_codes(processor, image_tokenizer, references: Sequence[Any]) -> list[Any]:
+    """History entries, with `image_codes` encoded inline for items that have an image but no codes for it.
+
+    An inline image without inline codes is encoded; otherwise the catalogue's codes (see `add_image_codes`) are
+    used, and the catalogue image is encoded only when the catalogue has no codes for the item.
+    """
+    missing, images = [], []
+    for index, reference in enumerate(references):
+        inline = {} if isinstance(reference, str) else {k: v for k, v in reference.items() if v is not None}
+        item_id = _item_id(reference)
+        stored = processor.catalogue[item_id] if processor.catalogue is not None and item_id in processor.catalogue else {}
+        if "image_codes" in inline:
+            continue
+        image = inline.get("image")
+        if image is None and stored.get("image_codes") is None:
+            image = stored.get("image")
+        if image is not None:
+            missing.append(index)
+            images.append(image)
+    if not missing:
+        return list(references)
+    item_ids = [_item_id(references[index]) for index in missing]
+    codes = encode_image_codes(image_tokenizer, images, item_ids=item_ids).tolist()
+    completed = list(references)
+    for index, item_codes in zip(missing, codes):
+        reference = completed[index]
+        entry = {"item_id": reference} if isinstance(reference, str) else dict(reference)
+        completed[index] = {**entry, "image_codes": item_codes}
+    return completed
+
+
+@torch.no_grad()
+def generate_image_codes(
+    model,
+    processor,
+    contexts: Sequence[Sequence[Any]],
+    queries: Sequence[str],
+    num_codes: int,
+    batch_size: int = 16,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> torch.Tensor:
+    """Codes `(n, num_codes)` generated for each (context, query) by the generate_image prompt, codes only."""
+    model.eval()
+    only_codes = LogitsProcessorList([ImageCodeLogitsProcessor(processor.image_code_token_ids)])
+    pad = processor.tokenizer.pad_token_id
+    pad = pad if pad is not None else processor.tokenizer.eos_token_id
+    codes = []
+    for start in range(0, len(contexts), batch_size):
+        samples = [{"task": "generate_image", "history": context, "query": query}
+                   for context, query in zip(contexts[start : start + batch_size], queries[start : start + batch_size])]
+        inputs = _model_inputs(model, processor, samples)
+        sampling = {"temperature": temperature, "top_k": top_k or 0} if do_sample else {}
+        generated = model.generate(
+            **inputs, max_new_tokens=num_codes, do_sample=do_sample,
+            logits_processor=only_codes, pad_token_id=pad, **sampling,
+        )
+        new = generated[:, inputs["input_ids"].shape[1] :].cpu()
+        codes += [processor.decode_image_codes(row, (1, num_codes)).flatten() for row in new]
+    return torch.stack(codes)
+
+
+def generate_item_images(
+    model,
+    processor,
+    image_tokenizer,
+    history: Sequence[Any],
+    query: str,
+    num_retrieved: int = 5,
+    retrieve: bool = True,
+    num_images: int = 1,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> list[Image.Image]:
+    """`num_images` pictures of the item that the user with this `history` wants for `query`.
+
+    With `retrieve` (the default), the context is the `num_retrieved` items that the model's search task finds
+    (best last, nearest the prompt); otherwise it is the user's own history. `seed` makes sampling repeatable.
+    """
+    if processor.codebook_size != image_tokenizer.config.num_vq_embeddings:
+        raise ValueError(
+            f"The processor has codebook_size={processor.codebook_size} but the image tokenizer has "
+            f"num_vq_embeddings={image_tokenizer.config.num_vq_embeddings}; they must match."
+        )
+    if seed is not None:
+        torch.manual_seed(seed)
+    context = list(history)
+    if retrieve:
+        context = retrieve_items(model, processor, [history], [query], num_retrieved)[0][::-1]
+    context = with_image_codes(processor, image_tokenizer, context)
+    height, width = code_grid_size(image_tokenizer)
+    codes = generate_image_codes(
+        model, processor, [context] * num_images, [query] * num_images, height * width,
+        do_sample=do_sample, temperature=temperature, top_k=top_k,
+    )
+    return decode_image_codes(image_tokenizer, codes, (height, width))
+
+
+def image_grid(rows: Sequence[Sequence[Any]], scale: int = 3, padding: int = 2) -> Image.Image:
+    """One RGB picture of rows of images (PIL or image dicts), each enlarged `scale` times, on a white ground."""
+    pictures = [[load_rgb_image(image, f"row {r}, column {c}") for c, image in enumerate(row)]
+                for r, row in enumerate(rows)]
+    width = max(picture.width for row in pictures for picture in row) * scale
+    height = max(picture.height for row in pictures for picture in row) * scale
+    columns = max(len(row) for row in pictures)
+    grid = Image.new("RGB", (columns * (width + padding) + padding, len(pictures) * (height + padding) + padding),
+                     "white")
+    for r, row in enumerate(pictures):
+        for c, picture in enumerate(row):
+            enlarged = picture.resize((width, height), Image.Resampling.NEAREST)
+            grid.paste(enlarged, (padding + c * (width + padding), padding + r * (height + padding)))
+    return grid
+
+
+__all__ = [
+    "ImageCodeLogitsProcessor",
+    "generate_image_codes",
+    "generate_item_images",
+    "image_grid",
+    "retrieve_items",
+    "with_image_codes",
+]
