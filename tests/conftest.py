@@ -2,12 +2,32 @@
 
 import copy
 import io
-from collections.abc import Callable
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
+from modeling_unimp.trainer_unimp import unimp_for_processor
 from processing_unimp import UniMPProcessor
+
+ISOLATION_PRELUDE = """
+import importlib.util, sys
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
+sys.path_importer_cache.clear()
+assert importlib.util.find_spec("processing_unimp") is None and importlib.util.find_spec("modeling_unimp") is None
+"""
+"""Makes the editable-installed UniMP packages unimportable, so that only remote code from a folder can run."""
 
 
 def _png_bytes(color: str) -> bytes:
@@ -46,3 +66,77 @@ def make_processor(processor: UniMPProcessor) -> Callable[..., UniMPProcessor]:
         return UniMPProcessor(processor.image_processor, copy.deepcopy(processor.tokenizer), **settings)
 
     return make
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch ops on `count` threads: tiny models on a shared 2-core machine are ~100x faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def run_isolated(tmp_path: Path) -> Callable[..., Any]:
+    """Run a script in a fresh `python -I` where `modeling_unimp`/`processing_unimp` cannot be imported (only a
+    saved folder's remote code can), offline, on as many torch threads as this process (so that results can be
+    compared bit for bit); returns the JSON its last stdout line prints."""
+
+    def run(script: str, *args: str, timeout: float = 240) -> Any:
+        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+               "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
+        env.pop("PYTHONPATH", None)
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", ISOLATION_PRELUDE + textwrap.dedent(script), *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+TRAINING_SAMPLES = [
+    {"task": "recommend", "history": ["A1", "B2"], "target": {"item_id": "C3"}},
+    {"task": "search", "history": ["C3", "D4"], "query": "blue shirt", "target": {"item_id": "B2"}},
+    {"task": "rate_explain", "history": [{"item_id": "A1", "rating": 5, "explanation": "Great fit"}],
+     "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}},
+    {"task": "select", "history": ["B2"], "candidates": ["A1", "E5", "C3"], "answer": ["E5"]},
+    {"task": "generate_image", "history": ["B2"], "query": "red shoes", "target": {"item_id": "A1"}},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(processor: UniMPProcessor, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny UniMP trained a few steps on every task, saved with its processor (as `examples/train.py` saves it),
+    plus an untrained 4-code VQ image tokenizer in `image_tokenizer/`."""
+    from diffusers import VQModel
+
+    torch.manual_seed(0)
+    model = unimp_for_processor("tiny", processor)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = processor(TRAINING_SAMPLES, padding_side="right")
+    inputs = {key: value for key, value in batch.items() if key not in ("token_kinds", "task_ids")}
+    with torch_threads(1):
+        for _ in range(8):
+            model(**inputs).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    directory = tmp_path_factory.mktemp("trained-unimp")
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    VQModel(
+        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, latent_channels=4, num_vq_embeddings=processor.codebook_size, vq_embed_dim=4,
+        sample_size=8, norm_num_groups=4,
+    ).save_pretrained(directory / "image_tokenizer")  # fmt: skip
+    return directory
