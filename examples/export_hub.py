@@ -18,6 +18,7 @@ import argparse
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,6 +57,8 @@ CUSTOM_PIPELINES = {
 CODE_MODULES = (modeling_unimp.configuration_unimp, modeling_unimp.modeling_unimp, processing_unimp.pipeline_unimp)
 """Modules shipped next to the weights, with every sibling they import; the processor copies its own."""
 TAGS = ["personalization", "recommendation", "custom_code", "multimodal", "unimp"]
+RANKING_METRIC = re.compile(r"^(HR|NDCG|MRR|Recall)@\d+$")
+"""The next-item metrics a card reports; other entries of a benchmark (timings, per-task blocks) are left out."""
 BILLION = 1e9
 
 
@@ -78,16 +81,20 @@ def load_results(path: Path | None) -> dict[str, Any]:
     return results["datasets"]
 
 
+def _ranking_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in scores.items() if RANKING_METRIC.match(name)}
+
+
 def eval_results(datasets: dict[str, Any]) -> list[EvalResult]:
-    """model-index entries: UniMP's metrics on each benchmark dataset (baselines go to the card's table only)."""
+    """model-index entries: UniMP's next-item metrics on each benchmark dataset (baselines go to the table only)."""
     entries = []
     for dataset, result in datasets.items():
-        for metric, value in result.get("models", {}).get("unimp", {}).items():
+        for metric, value in _ranking_metrics(result.get("models", {}).get("unimp", {})).items():
             entries.append(EvalResult(
                 task_type="recommendation", task_name="Next-item recommendation (full ranking)",
                 dataset_type=dataset, dataset_name=dataset, dataset_split="test",
                 dataset_args={"protocol": result.get("protocol", "")},
-                metric_type=metric.lower(), metric_name=metric, metric_value=float(value),
+                metric_type=metric.lower(), metric_name=metric, metric_value=value,
             ))  # fmt: skip
     return entries
 
@@ -96,11 +103,11 @@ def results_table(datasets: dict[str, Any]) -> str:
     """The benchmark as one markdown table per dataset, UniMP and the baselines side by side."""
     sections = []
     for dataset, result in datasets.items():
-        models = result.get("models", {})
+        models = {model: _ranking_metrics(scores) for model, scores in result.get("models", {}).items()}
         metrics = list(dict.fromkeys(metric for scores in models.values() for metric in scores))
         rows = [f"| model | {' | '.join(metrics)} |", f"|---|{'---:|' * len(metrics)}"]
         for model, scores in models.items():
-            values = [f"{scores[m]:.4f}" if isinstance(scores.get(m), (int, float)) else "–" for m in metrics]
+            values = [f"{scores[m]:.4f}" if m in scores else "–" for m in metrics]
             rows.append(f"| {model} | {' | '.join(values)} |")
         sections.append(f"**{dataset}** ({result.get('protocol', 'protocol not given')})\n\n" + "\n".join(rows))
     return "\n\n".join(sections)

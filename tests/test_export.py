@@ -29,7 +29,8 @@ export_hub = load_example("export_hub")
 handler = load_example("handler")
 
 RESULTS = {"datasets": {"fashion-shop": {"protocol": "leave-one-out, full ranking", "models": {
-    "unimp": {"HR@10": 0.1234, "NDCG@10": 0.0567}, "sasrec": {"HR@10": 0.1, "NDCG@10": 0.05}}}}}  # fmt: skip
+    "unimp": {"HR@10": 0.1234, "NDCG@10": 0.0567, "train_seconds": 12.5, "rating": {"expected_RMSE": 1.1}},
+    "sasrec": {"HR@10": 0.1, "NDCG@10": 0.05}, "popularity": {"HR@10": 0.02}}}}}  # fmt: skip
 CALLS = [  # keyword arguments of the pipeline; `inputs` is its first argument
     {"history": ["A1", "B2"], "task": "recommend", "top_k": 5},
     {"history": ["A1", "B2"], "task": "recommend", "top_k": 3, "exclude_seen": True},
@@ -91,6 +92,7 @@ def test_model_card(exported):
     metrics = [(r.dataset_name, r.metric_name, r.metric_value) for r in card.data.eval_results]
     assert metrics == [("fashion-shop", "HR@10", 0.1234), ("fashion-shop", "NDCG@10", 0.0567)]
     assert "# unimp-tiny" in card.text and "| sasrec | 0.1000 | 0.0500 |" in card.text
+    assert "| popularity | 0.0200 | – |" in card.text and "train_seconds" not in card.text
     assert 'pipeline("personalization", model="path/to/unimp-tiny", trust_remote_code=True)' in card.text
 
 
