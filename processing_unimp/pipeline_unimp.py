@@ -142,7 +142,7 @@ class PersonalizationPipeline(Pipeline):
                 self._sanitize_parameters(**kwargs),
             )
         )  # fmt: skip
-        batch_size = _positive_int("batch_size", batch_size or self._batch_size or 1)
+        batch_size = _positive_int("batch_size", batch_size if batch_size is not None else self._batch_size or 1)
         results: list[Any] = [None] * len(requests)
         by_task: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for index, request in enumerate(requests):

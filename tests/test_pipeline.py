@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 import pytest
@@ -77,6 +78,12 @@ def test_inline_item_dicts_override_the_catalogue(pipe, tmp_path):
     inline = pipe(history=history, top_k=5)
     assert inline != pipe(history=["D4", "E5"], top_k=5)  # the images and title changed the prompt
     assert {result["item_id"] for result in inline} == set(ITEM_IDS)
+    # Image URLs are fetched with transformers' `load_image`; a data URL needs no network.
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    from_url = pipe(history=[{"item_id": "D4", "image": url, "title": "Blue socks"}, history[1]], top_k=5)
+    assert_same_items(from_url, inline)
+    with pytest.raises(ValueError, match="Item 'D4': field `image` could not be loaded"):
+        pipe(history=[{"item_id": "D4", "image": "data:image/png;base64,bm90IGFuIGltYWdl"}])
 
 
 def test_batches_match_single_calls_and_isolate_bad_requests(pipe):
@@ -119,6 +126,7 @@ def assert_same_items(first: list[dict], second: list[dict]) -> None:
         ({"history": ["A1"], "top_k": 0}, ValueError, "`top_k` must be a positive integer"),
         ({"history": ["A1"], "top_k": "5"}, TypeError, "`top_k` must be a positive integer"),
         ({"history": ["A1"], "exclude_seen": "yes"}, TypeError, "`exclude_seen`"),
+        ({"history": ["A1"], "batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
         ({"history": [{"item_id": "A1", "image": "/no/such/image.png"}]}, ValueError, "Item 'A1': field `image`"),
         ({"history": [{"item_id": "C3", "image": {"bytes": b"not a png"}}]}, ValueError, "Item 'C3': field `image`"),
         ({"history": [{"item_id": "C3", "image": 42}]}, ValueError, "Item 'C3': field `image`"),
