@@ -50,6 +50,11 @@ class DataArguments:
     max_length: int = field(default=512)
     tokenizer_vocab_size: int = field(default=2048)
     max_train_samples: int | None = field(default=None)
+    all_recommend_windows: bool = field(
+        default=False,
+        metadata={"help": "Keep every recommend training window of a user. By default only the latest is kept: "
+                          "context reconstruction already supervises every earlier item of that window."},
+    )
     max_eval_users: int | None = field(default=300, metadata={"help": "Validation users ranked per evaluation."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test users ranked at the end (all)."})
 
@@ -67,10 +72,12 @@ def parse_args():
     return parser.parse_args_into_dataclasses()
 
 
-def build_processor(model_args: ModelArguments, data_args: DataArguments, items) -> UniMPProcessor:
-    """The saved processor when continuing from a folder, else a new one for the catalogue."""
+def build_processor(model_args: ModelArguments, data_args: DataArguments, data) -> UniMPProcessor:
+    """The saved processor when continuing from a folder, else a new one for the catalogue and its rating scale."""
     if model_args.model_name_or_path:
         return UniMPProcessor.from_pretrained(model_args.model_name_or_path)
+    items = data["items"] if data_args.use_images else data["items"].remove_columns("image")
+    ratings = [r for r in data["interactions"]["rating"] if r is not None] or [1.0, 5.0]
     image_size = UniMPConfig.from_preset(model_args.model_preset).vision_config.image_size
     return UniMPProcessor.from_catalogue(
         items,
@@ -79,6 +86,9 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, items)
         item_fields=[f for f in data_args.item_fields.split(",") if f],
         max_history_items=data_args.max_history_items,
         max_length=data_args.max_length,
+        rating_min=min(ratings),
+        rating_max=max(ratings),
+        rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
     )
 
 
@@ -103,11 +113,19 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor):
     return model
 
 
-def select_tasks(dataset, tasks: list[str], limit: int | None):
+def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_recommend_only: bool = False):
+    """The samples of `tasks`, optionally only each user's latest recommend window, then at most `limit` of them."""
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"--tasks has unknown task(s) {unknown}; choose from {TASKS}.")
     selected = dataset.filter(lambda task: task in tasks, input_columns="task")
+    if latest_recommend_only:
+        longest: dict[str, tuple[int, int]] = {}
+        for row, (task, user, history) in enumerate(zip(selected["task"], selected["user_id"], selected["history"])):
+            if task == "recommend" and len(history) >= longest.get(user, (-1, -1))[0]:
+                longest[user] = (len(history), row)
+        keep = {row for _, row in longest.values()}
+        selected = selected.select([row for row, task in enumerate(selected["task"]) if task != "recommend" or row in keep])
     return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
 
 
@@ -135,17 +153,15 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
-    model_args, data_args, training_args = parse_args()
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
+    """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
     set_seed(training_args.seed)
     data = load_unimp_dataset(data_args.dataset)
-    items = data["items"] if data_args.use_images else data["items"].remove_columns("image")
-    processor = build_processor(model_args, data_args, items)
+    processor = build_processor(model_args, data_args, data)
     model = build_model(model_args, processor)
-
     tasks = [t for t in data_args.tasks.split(",") if t]
-    train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples)
-    validation = select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)
+    train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
+                                 latest_recommend_only=not data_args.all_recommend_windows)
     trainer = UniMPTrainer(
         model=model,
         args=training_args,
@@ -153,16 +169,21 @@ def main() -> None:
         eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_users),
         data_collator=processor,
         processing_class=processor,
-        ranking_samples=list(validation),
+        ranking_samples=list(select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
-    processor.save_pretrained(training_args.output_dir)
-
     if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
         output = Path(training_args.output_dir)
         (output / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
         plot_curves(trainer.state.log_history, output / "loss_curve.png")
+    return trainer, processor, data
+
+
+def main() -> None:
+    model_args, data_args, training_args = parse_args()
+    trainer, processor, data = run_training(model_args, data_args, training_args)
     test = select_tasks(data["tasks_test"], ["recommend"], data_args.max_test_users)
     metrics = evaluate_ranking(trainer.model, processor, list(test), batch_size=training_args.per_device_eval_batch_size,
                                accelerator=trainer.accelerator)

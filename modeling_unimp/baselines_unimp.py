@@ -6,7 +6,9 @@ indices `0 .. num_items - 1` (the processor's item-token order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,8 +100,14 @@ def train_sasrec(
     learning_rate: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    validation: Callable[[SASRec], float] | None = None,
+    validate_every: int = 5,
 ) -> SASRec:
-    """Train SASRec on every position of every training sequence (next-item cross-entropy)."""
+    """Train SASRec on every position of every training sequence (next-item cross-entropy).
+
+    With `validation` (a score to maximise, e.g. validation NDCG@10), it is computed every `validate_every` epochs
+    and the best weights are returned: the number of epochs is chosen on validation, never on test.
+    """
     torch.manual_seed(seed)
     model = SASRec(config)
     usable = [s for s in sequences if len(s) >= 2]
@@ -107,14 +115,21 @@ def train_sasrec(
     inputs, targets = padded[:, :-1], padded[:, 1:] - 1  # target -1 = padding
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in trange(epochs, desc="training SASRec", disable=not progress):
+    best_score, best_state = -math.inf, None
+    for epoch in trange(epochs, desc="training SASRec", disable=not progress):
+        model.train()
         for batch in torch.randperm(len(usable), generator=generator).split(batch_size):
             logits = model.item_logits(model(inputs[batch]))
             loss = F.cross_entropy(logits.flatten(0, 1), targets[batch].flatten(), ignore_index=-1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if validation is not None and ((epoch + 1) % validate_every == 0 or epoch + 1 == epochs):
+            score = validation(model)
+            if score > best_score:
+                best_score, best_state = score, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model.eval()
 
 

@@ -32,17 +32,20 @@ def _gather(values: list, accelerator) -> list:
     return gather_object(values)
 
 
+def prompt_inputs(processor, samples: Sequence[Mapping[str, Any]], device) -> dict[str, torch.Tensor]:
+    """Model inputs of the samples as inference prompts (answers removed), left-padded, on `device`."""
+    inputs = processor([_prompt(sample) for sample in samples], padding_side="left")
+    return {k: v.to(device) for k, v in inputs.items() if k not in ("labels", "token_kinds", "task_ids")}
+
+
 def _prompt_batches(model, processor, samples, batch_size: int, description: str, accelerator):
-    """Yield (batch samples, model inputs without targets) for this process's share, left-padded."""
+    """Yield (batch samples, prompt inputs) for this process's share of the samples."""
     shard = _shard(samples, accelerator)
     device = next(model.parameters()).device
     disable = accelerator is not None and not accelerator.is_main_process
     for start in tqdm(range(0, len(shard), batch_size), desc=description, disable=disable):
         batch = shard[start : start + batch_size]
-        prompts = [_prompt(sample) for sample in batch]
-        inputs = processor(prompts, padding_side="left")
-        inputs = {k: v.to(device) for k, v in inputs.items() if k not in ("labels", "token_kinds", "task_ids")}
-        yield batch, inputs
+        yield batch, prompt_inputs(processor, batch, device)
 
 
 def _prompt(sample: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,4 +138,4 @@ def evaluate_selection(
     return selection_metrics([set(p) for p, _ in records], [set(g) for _, g in records])
 
 
-__all__ = ["answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating", "evaluate_selection"]
+__all__ = ["prompt_inputs", "answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating", "evaluate_selection"]

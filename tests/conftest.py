@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +67,15 @@ def make_processor(processor: UniMPProcessor) -> Callable[..., UniMPProcessor]:
     return make
 
 
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run torch ops on `count` threads: tiny models on a shared 2-core machine are ~100x faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def single_torch_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+    """Run torch on one thread here and in subprocesses: tiny models on a shared 2-core machine are up to ~100x
+    faster than on two contending threads."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -126,11 +119,10 @@ def trained_model_dir(processor: UniMPProcessor, tmp_path_factory: pytest.TempPa
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = processor(TRAINING_SAMPLES, padding_side="right")
     inputs = {key: value for key, value in batch.items() if key not in ("token_kinds", "task_ids")}
-    with torch_threads(1):
-        for _ in range(8):
-            model(**inputs).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+    for _ in range(8):
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
     directory = tmp_path_factory.mktemp("trained-unimp")
     model.save_pretrained(directory)
     processor.save_pretrained(directory)

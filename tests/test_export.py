@@ -15,7 +15,6 @@ from transformers import pipeline
 from transformers.dynamic_module_utils import get_relative_import_files
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def load_example(name: str) -> ModuleType:

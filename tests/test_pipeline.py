@@ -16,7 +16,6 @@ from processing_unimp.evaluation_unimp import answer_logits
 from processing_unimp.ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
 
 ITEM_IDS = ["A1", "B2", "C3", "D4", "E5"]
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,39 @@
+"""Evaluation by exact ranking: agrees with the processor's ranking, and is gathered across processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from modeling_unimp.trainer_unimp import unimp_for_processor
+from processing_unimp.evaluation_unimp import answer_logits, evaluate_ranking, prompt_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ranking_metrics_match_the_processor_ranking(processor):
+    torch.manual_seed(0)
+    model = unimp_for_processor("tiny", processor).eval()
+    samples = [{"task": "recommend", "user_id": "u", "history": ["A1", "C3"], "target": {"item_id": target}}
+               for target in processor.item_ids]
+    metrics = evaluate_ranking(model, processor, samples, batch_size=2)
+    ranked = processor.rank_items(answer_logits(model, prompt_inputs(processor, samples[:1], "cpu")), top_k=None)[0]
+    # Same history for every sample: the k-th ranked item is the target of exactly one sample, at rank k.
+    assert metrics["HR@1"] == 1 / len(samples) and metrics["HR@5"] == 1.0 and metrics["num_users"] == len(samples)
+    assert metrics["MRR@5"] == sum(1 / (ranked.index(t) + 1) for t in processor.item_ids) / len(samples)
+
+
+def test_metrics_are_gathered_from_two_processes(tmp_path):
+    output = tmp_path / "metrics.json"
+    # The torchrun launcher starts 2 processes; the script's `Accelerator(cpu=True)` joins them over gloo.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "tests/scripts/distributed_ranking.py"), str(output)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["processes"] == 2
+    assert report["gathered"]["num_users"] == 15
+    assert report["gathered"] == report["single"]
