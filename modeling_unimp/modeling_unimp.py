@@ -459,7 +459,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if self.config.image_token_id is None:
             raise ValueError("Images were given but config.image_token_id is not set; set it from the processor.")
         tokens = (input_ids == self.config.image_token_id).sum(-1)
-        images = image_mask.sum(-1)
+        images = image_mask.sum(-1).to(tokens.device)
         bad = (tokens != images).nonzero().flatten().tolist()
         if bad:
             b = bad[0]
@@ -503,6 +503,10 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}."
             )
+        if media is not None and media.shape[1] == 0:  # a batch without images
+            media = media_latents = image_features = pixel_values = image_mask = None
+        if media is None and cache is None and self.config.image_token_id is not None:
+            self._check_images(input_ids, torch.zeros(input_ids.shape[0], 0, dtype=torch.bool))
         if media is not None and image_mask is None:
             image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
         if media is not None and media.shape[0] != input_ids.shape[0]:
@@ -515,11 +519,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if media_latents is None and media is not None:
             if image_features is None:
                 batch, num_images = pixel_values.shape[:2]
-                if num_images == 0:
-                    image_features = pixel_values.new_zeros(batch, 0, 1, self.config.vision_config.hidden_size)
-                else:
-                    image_features = self.get_image_features(pixel_values.flatten(0, 1))
-                    image_features = image_features.view(batch, num_images, *image_features.shape[1:])
+                image_features = self.get_image_features(pixel_values.flatten(0, 1))
+                image_features = image_features.view(batch, num_images, *image_features.shape[1:])
             text_summary = None
             if self.config.text_conditioned_queries:
                 inputs_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds

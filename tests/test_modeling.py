@@ -360,6 +360,16 @@ def test_default_config_is_the_paper_model_and_builds_on_meta():
     assert 3.5e9 < total < 4.5e9, total  # OpenFlamingo-4B
 
 
+def test_a_batch_without_images_equals_no_images_given():
+    model = tiny_model()
+    ids = torch.tensor([[1, 40, 41, END, 30, ANSWER]])
+    with torch.no_grad():
+        empty = model(input_ids=ids, pixel_values=torch.zeros(1, 0, 3, 16, 16)).logits
+        torch.testing.assert_close(empty, model(input_ids=ids).logits)
+    with pytest.raises(ValueError, match="1 <image> tokens but 0 images"):
+        model(input_ids=torch.tensor([[1, IMAGE, 40, END]]))
+
+
 def test_bad_inputs_raise_clear_errors():
     model = tiny_model()
     ids = torch.tensor([history(2)])
