@@ -19,7 +19,12 @@ from transformers import HfArgumentParser, set_seed
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
-from modeling_unimp.trainer_unimp import UniMPTrainer, UniMPTrainingArguments, unimp_for_processor
+from modeling_unimp.trainer_unimp import (
+    UniMPTrainer,
+    UniMPTrainingArguments,
+    init_item_tokens_from_text,
+    unimp_for_processor,
+)
 from processing_unimp.builders_unimp import load_unimp_dataset
 from processing_unimp.evaluation_unimp import evaluate_ranking
 from processing_unimp.processing_unimp import UniMPProcessor
@@ -36,6 +41,10 @@ class ModelArguments:
     )
     answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
     text_conditioned_queries: bool = field(default=False)
+    init_item_tokens_from: str = field(
+        default="title",
+        metadata={"help": "Item attribute whose token embeddings start each new item token ('' = random start)."},
+    )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -100,6 +109,8 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor):
             model_args.model_preset, processor, answer_media=model_args.answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries,
         )
+        if model_args.init_item_tokens_from:
+            init_item_tokens_from_text(model, processor, model_args.init_item_tokens_from)
     if model_args.lora:
         from peft import LoraConfig, get_peft_model
 

@@ -109,6 +109,25 @@ def unimp_for_processor(preset: str, processor, **overrides) -> UniMPForConditio
     return UniMPForConditionalGeneration(config)
 
 
+@torch.no_grad()
+def init_item_tokens_from_text(model, processor, field: str = "title") -> int:
+    """Start each item token's embedding (and output) row at the mean of its item `field`'s token rows.
+
+    Items with similar text then start close, so a from-scratch model learns to rank them in hundreds of steps
+    instead of thousands: each item token alone is seen only a handful of times per epoch. Returns how many rows
+    were set (items without that field keep their random start).
+    """
+    catalogue = processor.catalogue
+    texts = [str(catalogue[item_id].get(field) or "") for item_id in processor.item_ids]
+    encoded = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    matrices = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}
+    rows = [(row, ids) for row, ids in zip(processor.item_token_ids, encoded) if ids]
+    for weight in matrices.values():
+        for row, ids in rows:
+            weight[row] = weight[ids].mean(0)
+    return len(rows)
+
+
 class UniMPTrainer(Trainer):
     """`Trainer` whose loss is `unimp_loss`, normalised over the accumulated batch.
 
@@ -167,4 +186,11 @@ class UniMPTrainer(Trainer):
         return names
 
 
-__all__ = ["UniMPTrainer", "UniMPTrainingArguments", "parse_task_weights", "unimp_for_processor", "unimp_loss"]
+__all__ = [
+    "UniMPTrainer",
+    "UniMPTrainingArguments",
+    "init_item_tokens_from_text",
+    "parse_task_weights",
+    "unimp_for_processor",
+    "unimp_loss",
+]
