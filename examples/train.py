@@ -22,11 +22,13 @@ from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 from modeling_unimp.trainer_unimp import (
     UniMPTrainer,
     UniMPTrainingArguments,
+    init_image_code_tokens,
     init_item_tokens_from_text,
     unimp_for_processor,
 )
 from processing_unimp.builders_unimp import load_unimp_dataset
 from processing_unimp.evaluation_unimp import evaluate_ranking
+from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from processing_unimp.processing_unimp import UniMPProcessor
 from processing_unimp.schema_unimp import TASKS
 
@@ -52,6 +54,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(default="fashion-shop", metadata={"help": "Bundled name or a builder's output folder."})
+    image_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "A VQ image tokenizer (examples/train_image_tokenizer.py): adds each item's image codes "
+                          "and `<img_k>` tokens for the generate_image task, and ships in `image_tokenizer/`."},
+    )
     tasks: str = field(default="recommend,search,rate_explain,select", metadata={"help": "Comma-separated."})
     use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
     item_fields: str = field(default="title,categories", metadata={"help": "Item attributes written per chunk."})
@@ -81,11 +88,17 @@ def parse_args():
     return parser.parse_args_into_dataclasses()
 
 
-def build_processor(model_args: ModelArguments, data_args: DataArguments, data) -> UniMPProcessor:
+def build_processor(model_args: ModelArguments, data_args: DataArguments, data, image_tokenizer=None) -> UniMPProcessor:
     """The saved processor when continuing from a folder, else a new one for the catalogue and its rating scale."""
     if model_args.model_name_or_path:
         return UniMPProcessor.from_pretrained(model_args.model_name_or_path)
-    items = data["items"] if data_args.use_images else data["items"].remove_columns("image")
+    items = data["items"]
+    codebook_size = 0
+    if image_tokenizer is not None:
+        items = add_image_codes(items, image_tokenizer)
+        codebook_size = image_tokenizer.config.num_vq_embeddings
+    if not data_args.use_images:
+        items = items.remove_columns("image")
     ratings = [r for r in data["interactions"]["rating"] if r is not None] or [1.0, 5.0]
     image_size = UniMPConfig.from_preset(model_args.model_preset).vision_config.image_size
     return UniMPProcessor.from_catalogue(
@@ -98,10 +111,12 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data) 
         rating_min=min(ratings),
         rating_max=max(ratings),
         rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
+        codebook_size=codebook_size,
     )
 
 
-def build_model(model_args: ModelArguments, processor: UniMPProcessor):
+def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None):
+    """A saved model, or a new preset sized for the processor with its new token rows started from content."""
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     else:
@@ -111,6 +126,8 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor):
         )
         if model_args.init_item_tokens_from:
             init_item_tokens_from_text(model, processor, model_args.init_item_tokens_from)
+        if image_tokenizer is not None:
+            init_image_code_tokens(model, processor, image_tokenizer)
     if model_args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -168,8 +185,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
     set_seed(training_args.seed)
     data = load_unimp_dataset(data_args.dataset)
-    processor = build_processor(model_args, data_args, data)
-    model = build_model(model_args, processor)
+    image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
+    processor = build_processor(model_args, data_args, data, image_tokenizer)
+    model = build_model(model_args, processor, image_tokenizer)
     tasks = [t for t in data_args.tasks.split(",") if t]
     train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
                                  latest_recommend_only=not data_args.all_recommend_windows)
@@ -187,6 +205,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         output = Path(training_args.output_dir)
+        if image_tokenizer is not None:
+            image_tokenizer.save_pretrained(output / IMAGE_TOKENIZER_FOLDER)
         (output / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
         plot_curves(trainer.state.log_history, output / "loss_curve.png")
     return trainer, processor, data

@@ -128,6 +128,20 @@ def init_item_tokens_from_text(model, processor, field: str = "title") -> int:
     return len(rows)
 
 
+@torch.no_grad()
+def init_image_code_tokens(model, processor, image_tokenizer, seed: int = 0) -> None:
+    """Start each `<img_k>` row at a fixed random projection of VQ codebook vector k, at the embedding's scale, so
+    that codes that decode alike start close."""
+    weight = model.get_input_embeddings().weight
+    codebook = image_tokenizer.quantize.embedding.weight.detach().float()
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn(codebook.shape[1], weight.shape[1], generator=generator)
+    projected = (codebook - codebook.mean(0)) @ projection
+    rows = projected / projected.std() * weight.std()
+    for matrix in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+        matrix[processor.image_code_token_ids] = rows.to(matrix.dtype)
+
+
 class UniMPTrainer(Trainer):
     """`Trainer` whose loss is `unimp_loss`, normalised over the accumulated batch.
 
@@ -189,6 +203,7 @@ class UniMPTrainer(Trainer):
 __all__ = [
     "UniMPTrainer",
     "UniMPTrainingArguments",
+    "init_image_code_tokens",
     "init_item_tokens_from_text",
     "parse_task_weights",
     "unimp_for_processor",
