@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .image_codes_unimp import code_grid_size, decode_image_codes, encode_image_codes
@@ -65,7 +66,8 @@ def retrieve_items(
     """
     model.eval()
     retrieved: list[list[str]] = []
-    for start in range(0, len(histories), batch_size):
+    starts = range(0, len(histories), batch_size)
+    for start in tqdm(starts, desc="retrieving items", disable=len(starts) < 2):
         samples = [{"task": "search", "history": history, "query": query}
                    for history, query in zip(histories[start : start + batch_size], queries[start : start + batch_size])]
         logits = model(**_model_inputs(model, processor, samples), logits_to_keep=1).logits[:, -1].float().cpu()
@@ -123,7 +125,8 @@ def generate_image_codes(
     pad = processor.tokenizer.pad_token_id
     pad = pad if pad is not None else processor.tokenizer.eos_token_id
     codes = []
-    for start in range(0, len(contexts), batch_size):
+    starts = range(0, len(contexts), batch_size)
+    for start in tqdm(starts, desc="generating image codes", disable=len(starts) < 2):
         samples = [{"task": "generate_image", "history": context, "query": query}
                    for context, query in zip(contexts[start : start + batch_size], queries[start : start + batch_size])]
         inputs = _model_inputs(model, processor, samples)
