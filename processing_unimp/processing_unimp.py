@@ -7,6 +7,7 @@ templates. One code path renders a sample for training and for inference.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from transformers.utils import cached_file
 from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
 from .image_processing_unimp import load_rgb_image, make_image_processor
 from .schema_unimp import TASKS
-from .templates_unimp import TEMPLATES, Chunk, Entry, Layout, ResolvedSample
+from .templates_unimp import TEMPLATE_TEXTS, TEMPLATES, Chunk, Entry, Layout, ResolvedSample
 from .tokenization_unimp import train_tokenizer
 from .vocabulary_unimp import (
     ANSWER_TOKEN,
@@ -60,6 +61,11 @@ def _item_id(reference: str | Mapping[str, Any]) -> Any:
 def cap_words(text: str, max_words: int) -> str:
     """The first `max_words` whitespace-separated words of `text`."""
     return " ".join(str(text).split()[:max_words])
+
+
+def _field_label(name: str) -> str:
+    """How an attribute is named in a chunk: `"release_year"` -> `"Release year"`."""
+    return name.replace("_", " ").capitalize()
 
 
 def _format_value(value: Any) -> str:
@@ -147,7 +153,10 @@ class UniMPProcessor(ProcessorMixin):
         catalogue = items if isinstance(items, ItemCatalogue) else ItemCatalogue(items)
         fields = kwargs.get("item_fields", DEFAULT_ITEM_FIELDS)
         if tokenizer is None:
-            tokenizer = train_tokenizer(catalogue.texts(fields), vocab_size=vocab_size)
+            # Template words and field labels occur in every sample: weigh them like one occurrence per item.
+            labels = [f"{_field_label(field)}:" for field in fields]
+            fixed = [*TEMPLATE_TEXTS, *labels] * len(catalogue)
+            tokenizer = train_tokenizer(itertools.chain(catalogue.texts(fields), fixed), vocab_size=vocab_size)
         if image_processor is None:
             image_processor = make_image_processor(image_size)
         item_ids = shuffled_item_ids(catalogue.item_ids, seed)
@@ -212,7 +221,7 @@ class UniMPProcessor(ProcessorMixin):
             value = attributes.get(name)
             text = cap_words(_format_value(value), self.max_field_words) if value is not None else ""
             if text:
-                parts.append(f"{name.replace('_', ' ').capitalize()}: {text}")
+                parts.append(f"{_field_label(name)}: {text}")
         return "; ".join(parts)
 
     def _rating_token(self, rating: float, item_id: str) -> str:

@@ -22,6 +22,12 @@ RATE_EXPLAIN_PROMPT = "What is the rating and explanation for the item?"
 SELECT_HEADER = "Select from:"
 SELECT_PROMPT = "Which of these items will the user choose?"
 GENERATE_IMAGE_PROMPT = "Query: {query} What does the item the user wants look like?"
+TEMPLATE_TEXTS = tuple(
+    prompt.replace("{query} ", "")
+    for prompt in (RECOMMEND_PROMPT, SEARCH_PROMPT, RATE_EXPLAIN_PROMPT, SELECT_HEADER, SELECT_PROMPT,
+                   GENERATE_IMAGE_PROMPT)
+)
+"""The fixed words of every template, for a tokenizer trained from scratch to learn as whole tokens."""
 
 
 @dataclass
