@@ -161,6 +161,62 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users: int, context_items: int, seed: int,
+                        temperature: float = 1.0, top_k: int = 0) -> tuple[dict, list[list]]:
+    """Generate for `eval_users` test users by the three methods and score them in a classifier's feature space.
+
+    Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and rows of images for a grid
+    (target, then one image per method).
+    """
+    items = processor.catalogue.table
+    grid = code_grid_size(vq)
+    tests = [s for s in data["tasks_test"] if s["task"] == "generate_image"]
+    tests = random.Random(seed).sample(tests, min(eval_users, len(tests)))
+    histories, queries = [s["history"] for s in tests], [s["query"] for s in tests]
+    retrieved = retrieve_items(model, processor, histories, queries, context_items)
+    contexts = {
+        "retrieve_then_generate": [ranked[::-1] for ranked in retrieved],  # best last, nearest the prompt
+        "no_retrieval": [history[-context_items:] for history in histories],
+    }
+    sampling = {"temperature": temperature, "top_k": top_k}
+    catalogue = processor.catalogue
+    generated = {}
+    for method, method_contexts in contexts.items():
+        torch.manual_seed(seed)
+        codes = generate_image_codes(model, processor, method_contexts, queries, grid[0] * grid[1], **sampling)
+        generated[method] = decode_image_codes(vq, codes, grid)
+    generated["nearest_item"] = [catalogue[ranked[0]]["image"] for ranked in retrieved]
+
+    class_of = item_class_labels(items)
+    labels = {"class": class_of}
+    styles = style_labels(dataset, items["item_id"])
+    if styles is not None:
+        labels["style"] = styles
+    classifier, classifier_accuracy = train_feature_classifier(
+        items["image"], labels, channels=vq.config.in_channels, image_size=vq.config.sample_size, seed=seed)
+    row_of = {item_id: row for row, item_id in enumerate(items["item_id"])}
+    targets = [s["target"]["item_id"] for s in tests]
+    center = classifier.embed(items["image"])[0].mean(0)
+    results = evaluate_image_generation(
+        classifier, generated,
+        references=[catalogue[item_id]["image"] for item_id in targets],
+        query_classes=[class_of[row_of[item_id]] for item_id in targets],
+        histories=[[catalogue[h["item_id"]]["image"] for h in history] for history in histories],
+        center=center, seed=seed,
+    )
+    retrieval = {
+        "target_in_retrieved": round(sum(t in r for t, r in zip(targets, retrieved)) / len(tests), 4),
+        "retrieved_class_precision": round(sum(
+            class_of[row_of[item_id]] == class_of[row_of[target]] for target, ranked in zip(targets, retrieved)
+            for item_id in ranked) / sum(map(len, retrieved)), 4),
+    }
+    shown = range(min(12, len(tests)))
+    rows = [[catalogue[targets[i]]["image"], *(generated[m][i] for m in METHODS)] for i in shown]
+    report = {"image_generation": {method: results[method] for method in METHODS}, "retrieval": retrieval,
+              "feature_classifier": classifier_accuracy, "num_users": len(tests)}
+    return report, rows
+
+
 def main() -> None:
     args = parse_args()
     set_seed(args.seed)
@@ -175,7 +231,6 @@ def main() -> None:
         vq, tokenizer_results = train_image_tokenizer(
             items, args.output_dir / IMAGE_TOKENIZER_FOLDER, epochs=args.tokenizer_epochs, seed=args.seed)
     items = add_image_codes(items, vq)
-    grid = code_grid_size(vq)
 
     image_size = UniMPConfig.from_preset(args.model_preset).vision_config.image_size
     processor = UniMPProcessor.from_catalogue(
@@ -184,61 +239,22 @@ def main() -> None:
     )
     model, training = train_model(args, processor, vq, items, data)
 
-    tests = [s for s in data["tasks_test"] if s["task"] == "generate_image"]
-    tests = random.Random(args.seed).sample(tests, min(args.eval_users, len(tests)))
-    histories, queries = [s["history"] for s in tests], [s["query"] for s in tests]
-    retrieved = retrieve_items(model, processor, histories, queries, args.context_items)
-    contexts = {
-        "retrieve_then_generate": [ranked[::-1] for ranked in retrieved],  # best last, nearest the prompt
-        "no_retrieval": [history[-args.context_items:] for history in histories],
-    }
-    sampling = {"temperature": args.temperature, "top_k": args.top_k}
-    catalogue = processor.catalogue
-    generated = {}
-    for method, method_contexts in contexts.items():
-        torch.manual_seed(args.seed)
-        codes = generate_image_codes(model, processor, method_contexts, queries, grid[0] * grid[1], **sampling)
-        generated[method] = decode_image_codes(vq, codes, grid)
-    generated["nearest_item"] = [catalogue[ranked[0]]["image"] for ranked in retrieved]
-
-    class_of = item_class_labels(items)
-    labels = {"class": class_of}
-    styles = style_labels(args.dataset, items["item_id"])
-    if styles is not None:
-        labels["style"] = styles
-    classifier, classifier_accuracy = train_feature_classifier(
-        items["image"], labels, channels=vq.config.in_channels, image_size=vq.config.sample_size, seed=args.seed)
-    row_of = {item_id: row for row, item_id in enumerate(items["item_id"])}
-    targets = [s["target"]["item_id"] for s in tests]
-    center = classifier.embed(items["image"])[0].mean(0)
-    results = evaluate_image_generation(
-        classifier, generated,
-        references=[catalogue[item_id]["image"] for item_id in targets],
-        query_classes=[class_of[row_of[item_id]] for item_id in targets],
-        histories=[[catalogue[h["item_id"]]["image"] for h in history] for history in histories],
-        center=center, seed=args.seed,
+    evaluation, rows = evaluate_generation(
+        model, processor, vq, data, args.dataset, eval_users=args.eval_users, context_items=args.context_items,
+        seed=args.seed, temperature=args.temperature, top_k=args.top_k,
     )
-    retrieval = {
-        "target_in_retrieved": round(sum(t in r for t, r in zip(targets, retrieved)) / len(tests), 4),
-        "retrieved_class_precision": round(sum(
-            class_of[row_of[item_id]] == class_of[row_of[target]] for target, ranked in zip(targets, retrieved)
-            for item_id in ranked) / sum(map(len, retrieved)), 4),
-    }
+    results = evaluation["image_generation"]
     report = {
-        "image_generation": {method: results[method] for method in METHODS},
+        **evaluation,
         "image_tokenizer": tokenizer_results,
-        "retrieval": retrieval,
-        "feature_classifier": classifier_accuracy,
         "training": training,
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "num_users": len(tests), "code_grid": list(grid)},
+                     "code_grid": list(code_grid_size(vq))},
         "seconds": round(time.perf_counter() - start, 1),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "image_generation.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output_dir / "image_generation.md").write_text(markdown_table(results))
-    shown = range(min(12, len(tests)))
-    rows = [[catalogue[targets[i]]["image"], *(generated[m][i] for m in METHODS)] for i in shown]
     image_grid(rows).save(args.output_dir / "image_generation_grid.png")
     with atomic_directory(args.output_dir / "model") as staging:
         model.save_pretrained(staging)

@@ -1,85 +1,125 @@
-"""A small end-to-end run of the UniMP model core: build, train a few steps, save, reload, generate.
+"""The main job: UniMP end to end on the bundled datasets, offline, on a CPU.
 
     python examples/quickstart.py --output-dir runs/quickstart
 
-It uses the `tiny` preset and synthetic histories in which each item's token is predictable from its image, so
-that the cross-attention has something to learn. It writes `results.json` to the output directory.
+1. loads the bundled `fashion-shop` (semi-synthetic, real Fashion-MNIST images) and `movielens-small` datasets;
+2. trains a VQ image tokenizer on the fashion-shop item images;
+3. trains the `small` UniMP multi-task: on fashion-shop on all five tasks (images in, image codes out), plus the
+   no-images ablation; on movielens-small (text only) on the four tasks it has data for;
+4. evaluates them by exact full ranking against Popularity and SASRec under the same protocol;
+5. measures full-ranking speed against the original's 10-beam search;
+6. scores personalized image generation (retrieve-then-generate vs no retrieval vs the nearest item's image);
+7. exports the fashion-shop model to `DIR/hub/`, reloads it with `trust_remote_code=True` and runs
+   `pipeline("personalization")` for one test user on every task.
+Writes `results.json` (the benchmark schema), `results.md`, `results.png` and `generated_images.png`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import trange
+from transformers import pipeline
 
-from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
+from benchmark import markdown, plot, ranking_speed, run_baselines, run_unimp
+from benchmark_image_generation import evaluate_generation
+from export_hub import export
+from processing_unimp.builders_unimp import bundled_dataset_path, load_unimp_dataset, read_statistics
+from processing_unimp.generation_unimp import image_grid
+from train import select_tasks
+from train_image_tokenizer import train_image_tokenizer
 
-IMAGE, END, ANSWER = 3, 4, 5
-FIRST_ITEM, NUM_ITEMS = 100, 8
+RANKING_TASKS = "recommend,search,rate_explain,select"
 
 
-def synthetic_batch(config: UniMPConfig, prototypes: torch.Tensor, batch: int, items: int, generator):
-    """Histories `<image> <answer> <item_k> <eoc>` where item k's image is a noisy copy of prototype k."""
-    picks = torch.randint(NUM_ITEMS, (batch, items), generator=generator)
-    rows = [[1] + sum(([IMAGE, ANSWER, FIRST_ITEM + int(k), END] for k in row), []) for row in picks]
-    input_ids = torch.tensor(rows)
-    pixels = prototypes[picks] + 0.1 * torch.randn(batch, items, *prototypes.shape[1:], generator=generator)
-    labels = torch.where(input_ids >= FIRST_ITEM, input_ids, torch.full_like(input_ids, -100))
-    return {"input_ids": input_ids, "pixel_values": pixels, "labels": labels}
+def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[dict, dict]:
+    """Train the UniMP `runs` (variant -> train.py data overrides) and the baselines on one bundled dataset."""
+    print(f"\n== {name} ==\n{(bundled_dataset_path(name) / 'statistics.md').read_text()}")
+    data = load_unimp_dataset(name)
+    test = list(select_tasks(data["tasks_test"], ["recommend"], args.test_users))
+    validation = list(select_tasks(data["tasks_validation"], ["recommend"], args.eval_users))
+    models, trained = {}, {}
+    for variant, overrides in runs.items():
+        metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.max_steps,
+                                                 args.eval_users, args.test_users, variant == "unimp", **overrides)
+        models[variant] = metrics
+        trained[variant] = (model, processor, data, test)
+    item_ids = trained["unimp"][1].item_ids
+    models.update(run_baselines(data, item_ids, validation, test, args.sasrec_epochs))
+    block = {
+        "protocol": (f"leave-one-out by time; exact full ranking over {len(item_ids)} items; {len(test)} test users; "
+                     f"UniMP `small` trained {args.max_steps} steps on {runs['unimp'].get('tasks', RANKING_TASKS)}, "
+                     "checkpoint chosen on validation NDCG@10; SASRec epochs chosen on validation"),
+        "statistics": read_statistics(bundled_dataset_path(name)),
+        "models": models,
+    }
+    return block, trained
+
+
+def one_user_on_every_task(pipe, sample: dict) -> dict:
+    """The exported pipeline's answer for one test user on every task."""
+    history = [h["item_id"] for h in sample["history"]]
+    return {
+        "recommend": pipe(history=history, task="recommend", top_k=5),
+        "search": pipe(history=history, task="search", query="dark bag", top_k=5),
+        "rate_explain": pipe(history=history, task="rate_explain", target=sample["target"]["item_id"]),
+        "select": pipe(history=history, task="select", candidates=[sample["target"]["item_id"], *history[:2]]),
+        "generate_image": pipe(history=history, task="generate_image", query="dark bag", num_images=4, seed=0),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=250, help="training steps of each UniMP run")
+    parser.add_argument("--tokenizer-epochs", type=int, default=4, help="epochs of the VQ image tokenizer")
+    parser.add_argument("--sasrec-epochs", type=int, default=60)
+    parser.add_argument("--eval-users", type=int, default=300, help="validation users ranked per evaluation")
+    parser.add_argument("--test-users", type=int, default=None, help="test users per dataset (default: all)")
+    parser.add_argument("--image-users", type=int, default=60, help="test users for image generation")
     args = parser.parse_args()
+    started = time.perf_counter()
+    output = args.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
 
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    config = UniMPConfig.from_preset("tiny", image_token_id=IMAGE, end_of_chunk_token_id=END, answer_token_id=ANSWER)
-    model = UniMPForConditionalGeneration(config)
-    size = config.vision_config.image_size
-    prototypes = torch.randn(NUM_ITEMS, 3, size, size, generator=generator)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-
-    model.train()
-    losses = []
-    for _ in (progress := trange(args.steps, desc="training tiny UniMP")):
-        loss = model(**synthetic_batch(config, prototypes, 16, 4, generator)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{loss.item():.3f}")
-
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.output_dir / "model")
-    model = UniMPForConditionalGeneration.from_pretrained(args.output_dir / "model").eval()
-
-    test = synthetic_batch(config, prototypes, 64, 4, generator)
-    with torch.no_grad():
-        logits = model(input_ids=test["input_ids"], pixel_values=test["pixel_values"]).logits
-    targets = test["labels"][:, 1:]
-    predicted = logits[:, :-1].argmax(-1)
-    supervised = targets != -100
-    accuracy = (predicted == targets)[supervised].float().mean().item()
-    prompt = test["input_ids"][:1, :-2]
-    generated = model.generate(input_ids=prompt, pixel_values=test["pixel_values"][:1], max_new_tokens=2,
-                               do_sample=False, pad_token_id=0)
-    results = {
-        "first_loss": losses[0],
-        "last_loss": sum(losses[-10:]) / 10,
-        "item_accuracy_from_image": accuracy,
-        "chance_accuracy": 1 / NUM_ITEMS,
-        "generated_tail": generated[0, prompt.shape[1]:].tolist(),
-        "expected_tail": test["input_ids"][0, -2:].tolist(),
+    fashion = load_unimp_dataset("fashion-shop")
+    tokenizer_dir = output / "image_tokenizer"
+    image_tokenizer, tokenizer_results = train_image_tokenizer(fashion["items"], tokenizer_dir,
+                                                               epochs=args.tokenizer_epochs)
+    fashion_runs = {
+        "unimp": {"tasks": RANKING_TASKS + ",generate_image", "image_tokenizer": str(tokenizer_dir)},
+        "unimp-no-images": {"tasks": RANKING_TASKS},
     }
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    results: dict = {"datasets": {}}
+    results["datasets"]["fashion-shop"], trained = run_dataset("fashion-shop", fashion_runs, args, output)
+    results["datasets"]["movielens-small"], _ = run_dataset("movielens-small", {"unimp": {"tasks": RANKING_TASKS}},
+                                                            args, output)
+
+    model, processor, data, test = trained["unimp"]
+    results["speed"] = ranking_speed(model, processor, test[:64])
+    generation, rows = evaluate_generation(model, processor, image_tokenizer, data, "fashion-shop",
+                                           eval_users=args.image_users, context_items=4, seed=0)
+    results["image_generation"] = generation.pop("image_generation")
+    results["image_generation_details"] = {**generation, "image_tokenizer": tokenizer_results}
+
+    # The fashion-shop model (with its image tokenizer) as a self-contained Hub folder, reloaded as remote code.
+    hub = export(output / "fashion-shop" / "unimp", output / "hub", overwrite=True)
+    pipe = pipeline("personalization", model=str(hub), trust_remote_code=True)
+    demo = one_user_on_every_task(pipe, test[0])
+    image_grid([demo.pop("generate_image"), *rows[:4]]).save(output / "generated_images.png")
+    results["pipeline_demo"] = {"user_id": test[0]["user_id"], **json.loads(json.dumps(demo, default=str))}
+    results["runtime_seconds"] = time.perf_counter() - started
+
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    (output / "results.md").write_text(markdown(results))
+    plot(results, output / "results.png")
+    print(markdown(results))
+    print(json.dumps(results["pipeline_demo"], indent=2)[:3000])
+    print(f"Done in {results['runtime_seconds'] / 60:.1f} min; results in {output}/results.json")
 
 
 if __name__ == "__main__":
