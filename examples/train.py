@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, set_seed
+from transformers import AutoImageProcessor, AutoTokenizer, HfArgumentParser, set_seed
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
@@ -40,6 +40,14 @@ class ModelArguments:
         default=None,
         metadata={"help": "A saved UniMP folder (model + processor) to start from, e.g. single-task fine-tuning "
                           "from a multi-task checkpoint."},
+    )
+    vision_model: str | None = field(
+        default=None, metadata={"help": "Pretrained CLIP/SigLIP (e.g. openai/clip-vit-large-patch14), with --text-model."}
+    )
+    text_model: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained causal LM (e.g. togethercomputer/RedPajama-INCITE-Instruct-3B-v1): UniMP is "
+                          "composed from both backbones, with their tokenizer and image processor."},
     )
     answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
     text_conditioned_queries: bool = field(default=False)
@@ -100,9 +108,14 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
     if not data_args.use_images:
         items = items.remove_columns("image")
     ratings = [r for r in data["interactions"]["rating"] if r is not None] or [1.0, 5.0]
+    backbones = {}
+    if model_args.text_model:
+        backbones = {"tokenizer": AutoTokenizer.from_pretrained(model_args.text_model),
+                     "image_processor": AutoImageProcessor.from_pretrained(model_args.vision_model)}
     image_size = UniMPConfig.from_preset(model_args.model_preset).vision_config.image_size
     return UniMPProcessor.from_catalogue(
         items,
+        **backbones,
         image_size=image_size,
         vocab_size=data_args.tokenizer_vocab_size,
         item_fields=[f for f in data_args.item_fields.split(",") if f],
@@ -119,11 +132,21 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
     """A saved model, or a new preset sized for the processor with its new token rows started from content."""
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    elif model_args.text_model:
+        if not model_args.vision_model:
+            raise ValueError("--text-model needs --vision-model: UniMP is composed from both backbones.")
+        model = UniMPForConditionalGeneration.from_vision_text_pretrained(
+            model_args.vision_model, model_args.text_model, answer_media=model_args.answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries, image_token_id=processor.image_token_id,
+            end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
+        )
+        model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
     else:
         model = unimp_for_processor(
             model_args.model_preset, processor, answer_media=model_args.answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries,
         )
+    if not model_args.model_name_or_path:
         if model_args.init_item_tokens_from:
             init_item_tokens_from_text(model, processor, model_args.init_item_tokens_from)
         if image_tokenizer is not None:

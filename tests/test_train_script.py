@@ -27,3 +27,36 @@ def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
     launch("--model-name-or-path", str(multi), "--dataset", "fashion-shop", "--tasks", "recommend", "--lora",
            "--max-steps", "2", "--max-test-users", "20", "--output-dir", str(tmp_path / "lora"))
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+
+
+def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalogue_items):
+    """`--vision-model/--text-model`: the backbones' tokenizer and image processor, UniMP tokens added and trainable."""
+    from transformers import AutoModelForCausalLM, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from modeling_unimp import UniMPConfig
+    from processing_unimp import items_dataset
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from train import DataArguments, ModelArguments, build_model, build_processor
+
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                              num_attention_heads=2, image_size=16, patch_size=8))
+    vision.save_pretrained(tmp_path / "vision")
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16).save_pretrained(tmp_path / "vision")
+    text_config = UniMPConfig.from_preset("tiny").text_config
+    AutoModelForCausalLM.from_config(text_config).save_pretrained(tmp_path / "text")
+    from processing_unimp.tokenization_unimp import train_tokenizer
+
+    tokenizer = train_tokenizer(["red shoes blue shirt green hat"] * 10, vocab_size=200)
+    tokenizer.save_pretrained(tmp_path / "text")
+    args = ModelArguments(vision_model=str(tmp_path / "vision"), text_model=str(tmp_path / "text"))
+    data = {"items": items_dataset(catalogue_items), "interactions": {"rating": [1.0, 5.0]}}
+    built = build_processor(args, DataArguments(use_images=True), data)
+    assert len(built.tokenizer) > len(tokenizer) and built.image_processor.crop_size["height"] == 16
+    model = build_model(args, built)
+    assert model.get_input_embeddings().weight.shape[0] == len(built.tokenizer)
+    assert model.config.base_vocab_size == text_config.vocab_size and model.config.freeze_language_model
+    batch = built([{"task": "recommend", "history": ["A1", "C3"], "target": {"item_id": "B2"}}])
+    loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
+    loss.backward()
+    assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
