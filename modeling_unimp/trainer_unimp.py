@@ -71,7 +71,7 @@ def parse_task_weights(spec: str) -> dict[str, float]:
 class UniMPTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus UniMP's loss weights (paper: gamma 2, recommendation weight 2)."""
 
-    focal_gamma: float = field(default=2.0, metadata={"help": "Focal token re-weighting (1-p)^gamma; 0 = plain CE."})
+    gamma: float = field(default=2.0, metadata={"help": "Focal token re-weighting (1-p)^gamma; 0 = plain CE."})
     context_weight: float = field(
         default=1.0, metadata={"help": "Weight of context-reconstruction tokens relative to target tokens."}
     )
@@ -183,7 +183,7 @@ class UniMPTrainer(Trainer):
             labels,
             token_kinds,
             task_ids,
-            gamma=getattr(self.args, "focal_gamma", 0.0),
+            gamma=getattr(self.args, "gamma", 0.0),
             context_weight=getattr(self.args, "context_weight", 1.0),
             task_weights=self.task_weights,
             num_items_in_batch=num_items_in_batch,
