@@ -40,6 +40,7 @@ from modeling_unimp.trainer_unimp import (
     unimp_for_processor,
 )
 from processing_unimp.builders_unimp import bundled_dataset_path, load_unimp_dataset
+from processing_unimp.files_unimp import atomic_directory
 from processing_unimp.generation_unimp import generate_image_codes, image_grid, retrieve_items
 from processing_unimp.image_codes_unimp import (
     IMAGE_TOKENIZER_FOLDER,
@@ -50,7 +51,7 @@ from processing_unimp.image_codes_unimp import (
 )
 from processing_unimp.image_eval_unimp import evaluate_image_generation, train_feature_classifier
 from processing_unimp.processing_unimp import UniMPProcessor
-from train_image_tokenizer import RESULTS_FILE, atomic_directory, train_image_tokenizer
+from train_image_tokenizer import RESULTS_FILE, train_image_tokenizer
 
 METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item")
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ import modeling_unimp.modeling_unimp
 import processing_unimp.pipeline_unimp
 from modeling_unimp import UniMPForConditionalGeneration
 from processing_unimp import UniMPProcessor
+from processing_unimp.files_unimp import atomic_directory
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,23 +195,9 @@ def export(
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it.")
     datasets = load_results(Path(results) if results else None)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
-    try:
-        name = repo_id.split("/")[-1] if repo_id else output_dir.name
+    name = repo_id.split("/")[-1] if repo_id else output_dir.name
+    with atomic_directory(output_dir) as staging:
         _write(model_dir, staging, name, card, repo_id, datasets)
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            os.replace(output_dir, retired / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 

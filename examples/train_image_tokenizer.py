@@ -12,43 +12,20 @@ cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from tqdm.auto import trange
 
 from processing_unimp.builders_unimp import load_unimp_dataset
+from processing_unimp.files_unimp import atomic_directory
 from processing_unimp.image_processing_unimp import load_rgb_image
 from processing_unimp.image_codes_unimp import code_grid_size, decode_pixels, encode_pixels, tokenizer_pixels
 
 RESULTS_FILE = "image_tokenizer_results.json"
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` to write into; on success it replaces `path` by rename."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield staging
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def build_vq(sample_size: int, channels: int, codebook_size: int, block_out_channels: tuple[int, ...],

@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .images_unimp import ImageCache, download_images, validate_image_bytes
+from .files_unimp import atomic_directory
 from .schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES, TASKS
 from .splits_unimp import SPLITS, build_splits, materialize_split, materialize_task_samples
 from .vocabulary_unimp import shuffled_item_ids
@@ -463,10 +462,7 @@ def save_unimp_dataset(
     Everything goes to a temporary sibling directory which then replaces `path` by rename, so a crash
     never leaves a half-written dataset behind.
     """
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as staging:
         dataset.save_to_disk(str(staging))
         files: dict[str, str | bytes] = {
             "statistics.json": json.dumps(statistics, indent=2, sort_keys=True) + "\n",
@@ -478,17 +474,7 @@ def save_unimp_dataset(
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
+    return Path(path).resolve()
 
 
 def run_builder(
