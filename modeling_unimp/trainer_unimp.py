@@ -81,6 +81,11 @@ class UniMPTrainingArguments(TrainingArguments):
     decay_cross_attention_only: bool = field(
         default=False, metadata={"help": "Apply weight decay only to the cross-attention weights (as in the paper)."}
     )
+    cache_image_features: bool = field(
+        default=True,
+        metadata={"help": "With a frozen vision tower, encode each distinct image once and reuse its features: "
+                          "histories repeat catalogue items constantly."},
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the processor's extra columns (images, token kinds, task ids)."}
     )
@@ -156,6 +161,7 @@ class UniMPTrainer(Trainer):
         weights = parse_task_weights(getattr(self.args, "task_weights", ""))
         self.task_weights = torch.tensor([weights.get(task, 1.0) for task in TASKS])
         self.ranking_samples = ranking_samples
+        self._image_features: dict[bytes, torch.Tensor] = {}
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         metrics = {}
@@ -172,11 +178,31 @@ class UniMPTrainer(Trainer):
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, ranking)
         return metrics
 
+    def _cached_image_features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, N, P, D)` vision features of `(B, N, 3, H, W)` images, each distinct image encoded once per run."""
+        base = self.accelerator.unwrap_model(model)
+        base = base.get_base_model() if hasattr(base, "get_base_model") else base
+        flat = pixel_values.flatten(0, 1)
+        keys = [image.cpu().numpy().tobytes() for image in flat]
+        new = [key for key in dict.fromkeys(keys) if key not in self._image_features]
+        if new:
+            with torch.no_grad():
+                features = base.get_image_features(flat[[keys.index(key) for key in new]])
+            self._image_features.update(zip(new, features.cpu()))  # on the host: catalogues can be large
+        stacked = torch.stack([self._image_features[key] for key in keys]).to(pixel_values.device)
+        return stacked.view(*pixel_values.shape[:2], *stacked.shape[1:])
+
+    def _uses_feature_cache(self, model) -> bool:
+        config = getattr(self.accelerator.unwrap_model(model), "config", None)
+        return bool(getattr(self.args, "cache_image_features", False) and getattr(config, "freeze_vision_tower", False))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         token_kinds = inputs.pop("token_kinds", None)
         task_ids = inputs.pop("task_ids", None)
+        if inputs.get("pixel_values") is not None and inputs["pixel_values"].shape[1] and self._uses_feature_cache(model):
+            inputs["image_features"] = self._cached_image_features(model, inputs.pop("pixel_values"))
         outputs = model(**inputs)
         loss = unimp_loss(
             outputs.logits,

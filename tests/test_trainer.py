@@ -156,3 +156,25 @@ def test_item_tokens_start_from_their_title_embeddings(catalogue_items):
     torch.testing.assert_close(weight[rows["A1"]], weight[rows["Z9"]])  # same title, same start
     title_ids = processor.tokenizer(catalogue_items[2]["title"], add_special_tokens=False)["input_ids"]
     torch.testing.assert_close(weight[rows["C3"]], weight[title_ids].mean(0))
+
+
+def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path):
+    samples = make_samples(4)
+    samples = [{**s, "pixel_values": samples[0]["pixel_values"]} for s in samples]  # every row: the same 2 images
+    losses = {}
+    for cache in (False, True):
+        model = make_model()
+        model.config.freeze_vision_tower = True
+        model.apply_trainable_policy()
+        calls = []
+        model.vision_tower.register_forward_hook(lambda module, args, out: calls.append(len(out.last_hidden_state)))
+        args = trainer_args(tmp_path / str(cache), max_steps=2, per_device_train_batch_size=2, logging_strategy="steps",
+                            logging_steps=1, cache_image_features=cache)
+        trainer = UniMPTrainer(model=model, args=args, train_dataset=samples)
+        trainer.train()
+        losses[cache] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        if cache:
+            assert calls == [2]  # two distinct images, encoded once over both steps
+        else:
+            assert sum(calls) == 8
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
