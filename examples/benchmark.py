@@ -86,8 +86,8 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, m
     training_args = UniMPTrainingArguments(
         output_dir=str(output_dir / variant), max_steps=max_steps, learning_rate=2e-3, lr_scheduler_type="cosine",
         warmup_steps=0.05, per_device_train_batch_size=8, per_device_eval_batch_size=32,
-        eval_strategy="steps", eval_steps=max(max_steps // 4, 1), save_strategy="steps",
-        save_steps=max(max_steps // 4, 1), save_total_limit=1, load_best_model_at_end=True,
+        eval_strategy="steps", eval_steps=max(max_steps // 3, 1), save_strategy="steps",
+        save_steps=max(max_steps // 3, 1), save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model="NDCG@10", greater_is_better=True, logging_steps=max(max_steps // 20, 1),
         report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=0, **training,
     )

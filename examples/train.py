@@ -81,6 +81,9 @@ class DataArguments:
     )
     max_eval_users: int | None = field(default=300, metadata={"help": "Validation users ranked per evaluation."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test users ranked at the end (all)."})
+    max_eval_loss_samples: int = field(
+        default=64, metadata={"help": "Validation samples whose loss is logged at each evaluation (ranking uses more)."}
+    )
 
 
 def parse_args():
@@ -218,7 +221,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         model=model,
         args=training_args,
         train_dataset=train_dataset,
-        eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_users),
+        eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples),
         data_collator=processor,
         processing_class=processor,
         ranking_samples=list(select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)),

@@ -72,7 +72,7 @@ UNIMP_PRESETS: dict[str, dict[str, Any]] = {
         "resampler_depth": 1,
         "resampler_heads": 4,
         "resampler_head_dim": 32,
-        "cross_attention_every_n_layers": 1,
+        "cross_attention_every_n_layers": 2,
         "cross_attention_heads": 4,
         "cross_attention_head_dim": 64,
         "cross_attention_ff_mult": 2,
