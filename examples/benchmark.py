@@ -95,7 +95,7 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, m
 
 
 def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
-              test_users: int | None, tasks_metrics: bool, **data_overrides):
+              test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, **data_overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
     args = unimp_arguments(dataset, variant, output_dir, preset, max_steps, eval_users, **data_overrides)
     start = time.perf_counter()
@@ -105,17 +105,16 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_ste
     test = list(select_tasks(data["tasks_test"], ["recommend"], test_users))
     metrics = {**evaluate_ranking(model, processor, test), "train_seconds": seconds, "train_steps": max_steps}
     available = set(data["tasks_test"]["task"])
-    if tasks_metrics and "search" in available:
-        metrics["search"] = evaluate_ranking(model, processor, list(select_tasks(data["tasks_test"], ["search"],
-                                                                                   test_users)))
-    if tasks_metrics and "rate_explain" in available:
-        rate = list(select_tasks(data["tasks_test"], ["rate_explain"], test_users))
-        metrics["rating"] = evaluate_rating(model, processor, rate)
-        if any(s["target"].get("explanation") for s in rate):
-            metrics["explanation"] = evaluate_explanations(model, processor, rate[:50])
-    if tasks_metrics and "select" in available:
-        metrics["selection"] = evaluate_selection(model, processor, list(select_tasks(data["tasks_test"], ["select"],
-                                                                                    test_users)))
+    if tasks_metrics:  # the other tasks on the first `task_users` test users each
+        samples = {task: list(select_tasks(data["tasks_test"], [task], task_users)) for task in available}
+        if "search" in samples:
+            metrics["search"] = evaluate_ranking(model, processor, samples["search"])
+        if "rate_explain" in samples:
+            metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"])
+            if any(s["target"].get("explanation") for s in samples["rate_explain"]):
+                metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
+        if "select" in samples:
+            metrics["selection"] = evaluate_selection(model, processor, samples["select"])
     return metrics, model, processor, data
 
 
