@@ -106,7 +106,8 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_ste
     metrics = {**evaluate_ranking(model, processor, test), "train_seconds": seconds, "train_steps": max_steps}
     available = set(data["tasks_test"]["task"])
     if tasks_metrics:  # the other tasks on the first `task_users` test users each
-        samples = {task: list(select_tasks(data["tasks_test"], [task], task_users)) for task in available}
+        samples = {task: list(select_tasks(data["tasks_test"], [task], task_users))
+                   for task in ("search", "rate_explain", "select") if task in available}
         if "search" in samples:
             metrics["search"] = evaluate_ranking(model, processor, samples["search"])
         if "rate_explain" in samples:

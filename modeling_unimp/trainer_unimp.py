@@ -114,6 +114,12 @@ def unimp_for_processor(preset: str, processor, **overrides) -> UniMPForConditio
     return UniMPForConditionalGeneration(config)
 
 
+def _token_matrices(model) -> list[torch.Tensor]:
+    """The input embedding matrix, and the output one unless it is tied to it."""
+    matrices = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}
+    return list(matrices.values())
+
+
 @torch.no_grad()
 def init_item_tokens_from_text(model, processor, field: str = "title") -> int:
     """Start each item token's embedding (and output) row at the mean of its item `field`'s token rows.
@@ -125,9 +131,8 @@ def init_item_tokens_from_text(model, processor, field: str = "title") -> int:
     catalogue = processor.catalogue
     texts = [str(catalogue[item_id].get(field) or "") for item_id in processor.item_ids]
     encoded = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    matrices = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}
     rows = [(row, ids) for row, ids in zip(processor.item_token_ids, encoded) if ids]
-    for weight in matrices.values():
+    for weight in _token_matrices(model):
         for row, ids in rows:
             weight[row] = weight[ids].mean(0)
     return len(rows)
@@ -143,7 +148,7 @@ def init_image_code_tokens(model, processor, image_tokenizer, seed: int = 0) -> 
     projection = torch.randn(codebook.shape[1], weight.shape[1], generator=generator)
     projected = (codebook - codebook.mean(0)) @ projection
     rows = projected / projected.std() * weight.std()
-    for matrix in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+    for matrix in _token_matrices(model):
         matrix[processor.image_code_token_ids] = rows.to(matrix.dtype)
 
 
