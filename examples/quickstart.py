@@ -46,7 +46,8 @@ def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[d
         metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.max_steps,
                                                  args.eval_users, args.test_users, variant == "unimp", **overrides)
         models[variant] = metrics
-        trained[variant] = (model, processor, data, test)
+        if variant == "unimp":  # the model the rest of the quickstart uses; ablations are only scored
+            trained[variant] = (model, processor, data, test)
     item_ids = trained["unimp"][1].item_ids
     models.update(run_baselines(data, item_ids, validation, test, args.sasrec_epochs))
     block = {
