@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from transformers import pipeline
 
-from benchmark import markdown, plot, ranking_speed, run_baselines, run_unimp
-from benchmark_image_generation import evaluate_generation
-from export_hub import export
-from processing_unimp.builders_unimp import bundled_dataset_path, load_unimp_dataset, read_statistics
+from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset, read_statistics
+from processing_unimp.export.hub import export
 from processing_unimp.generation_unimp import image_grid
-from train import select_tasks
-from train_image_tokenizer import train_image_tokenizer
+from processing_unimp.training.benchmark import markdown, plot, ranking_speed, run_baselines, run_unimp
+from processing_unimp.training.image_generation import evaluate_generation
+from processing_unimp.training.image_tokenizer import train_image_tokenizer
+from processing_unimp.training.recipe import select_tasks
 
 RANKING_TASKS = "recommend,search,rate_explain,select"
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_unimp.trainer_unimp import unimp_for_processor
 from processing_unimp import UniMPProcessor
+from processing_unimp.training.trainer import unimp_for_processor
 
 ISOLATION_PRELUDE = """
 import importlib.util, sys

@@ -2,8 +2,8 @@
 
 import torch
 
-from modeling_unimp.baselines_unimp import PopularityRecommender, SASRecConfig, train_sasrec
-from processing_unimp.metrics_unimp import target_ranks
+from processing_unimp.training.baselines import PopularityRecommender, SASRecConfig, train_sasrec
+from processing_unimp.training.metrics import target_ranks
 
 
 def test_popularity_ranks_by_training_counts():

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from processing_unimp import builders_unimp, sources_unimp
-from processing_unimp.builders_unimp import BuildConfig, kcore_filter, load_unimp_dataset
+from processing_unimp.data import builders, sources
+from processing_unimp.data.builders import kcore_filter, load_unimp_dataset
+from processing_unimp.data.config import BuildConfig
+from processing_unimp.data.splits import TASK_SAMPLE_FEATURES
 from processing_unimp.schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
-from processing_unimp.splits_unimp import TASK_SAMPLE_FEATURES
 
 SMALL = BuildConfig(min_user_interactions=3, min_item_interactions=2, max_history=4, train_targets_per_user=2)
 
@@ -66,7 +67,7 @@ def test_movielens_builder_format_and_report(tmp_path):
     bad = [b"0,0,1.0,1000000", b"9,1,not-a-number,1000", b"9,\xff\xfe,4.0,1000"]  # duplicate, bad rating, non-UTF-8
     source = write_movielens(tmp_path / "ml", bad)
     out = tmp_path / "built"
-    dataset = sources_unimp.build_movielens(source, output_dir=out, config=SMALL)
+    dataset = sources.build_movielens(source, output_dir=out, config=SMALL)
     assert dataset["items"].features == ITEM_FEATURES and dataset["interactions"].features == INTERACTION_FEATURES
     assert dataset["tasks_test"].features == TASK_SAMPLE_FEATURES
     item = dataset["items"][0]
@@ -86,33 +87,33 @@ def test_missing_column_raises_naming_it(tmp_path):
     source = write_movielens(tmp_path / "ml")
     (source / "ratings.csv").write_text("userId,movieId,rating\n1,2,3.0\n")
     with pytest.raises(ValueError, match="timestamp"):
-        sources_unimp.build_movielens(source, config=SMALL)
+        sources.build_movielens(source, config=SMALL)
 
 
 def test_strict_mode_names_field_and_item(tmp_path):
     source = write_movielens(tmp_path / "ml", [b"1,5,oops,1000"])
     with pytest.raises(ValueError, match=r"bad_rating.*movieId=5"):
-        sources_unimp.build_movielens(source, config=replace(SMALL, strict=True))
+        sources.build_movielens(source, config=replace(SMALL, strict=True))
 
 
 def test_mostly_broken_input_is_refused(tmp_path):
     source = write_movielens(tmp_path / "ml", [b"\xff,\xff,1,1"] * 100)
     with pytest.raises(ValueError, match="skipped"):
-        sources_unimp.build_movielens(source, config=SMALL)
+        sources.build_movielens(source, config=SMALL)
 
 
 def test_nothing_left_after_kcore_raises(tmp_path):
     source = write_movielens(tmp_path / "ml")
     with pytest.raises(ValueError, match="k-core"):
-        sources_unimp.build_movielens(source, config=BuildConfig(min_user_interactions=50))
+        sources.build_movielens(source, config=BuildConfig(min_user_interactions=50))
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
     source = write_movielens(tmp_path / "ml")
     first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    sources_unimp.build_movielens(source, output_dir=first, config=SMALL)
-    sources_unimp.build_movielens(source, output_dir=second, config=SMALL)
-    sources_unimp.build_movielens(source, output_dir=other, config=replace(SMALL, seed=1))
+    sources.build_movielens(source, output_dir=first, config=SMALL)
+    sources.build_movielens(source, output_dir=second, config=SMALL)
+    sources.build_movielens(source, output_dir=other, config=replace(SMALL, seed=1))
     assert tree_digest(first) == tree_digest(second)
     assert tree_digest(first) != tree_digest(other)
 
@@ -120,7 +121,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 def test_atomic_save_keeps_old_dataset_on_failure(tmp_path, monkeypatch):
     source = write_movielens(tmp_path / "ml")
     out = tmp_path / "built"
-    sources_unimp.build_movielens(source, output_dir=out, config=SMALL)
+    sources.build_movielens(source, output_dir=out, config=SMALL)
     before = tree_digest(out)
 
     def crash(self, *args, **kwargs):
@@ -128,7 +129,7 @@ def test_atomic_save_keeps_old_dataset_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        sources_unimp.build_movielens(source, output_dir=out, config=replace(SMALL, seed=3))
+        sources.build_movielens(source, output_dir=out, config=replace(SMALL, seed=3))
     assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built", "ml"]
 
@@ -141,7 +142,7 @@ def _keys(table: datasets.Dataset) -> set[tuple]:
 
 
 def test_leave_one_out_has_no_leakage(tmp_path):
-    dataset = sources_unimp.build_movielens(write_movielens(tmp_path / "ml"), config=SMALL)
+    dataset = sources.build_movielens(write_movielens(tmp_path / "ml"), config=SMALL)
     train, validation, test = (_keys(dataset[s]) for s in ("train", "validation", "test"))
     assert not (test & train) and not (validation & train) and not (test & validation)
     assert len(test) == len(validation) == 6 and len(train) == 30 - 12
@@ -160,7 +161,7 @@ def test_leave_one_out_has_no_leakage(tmp_path):
 def test_user_split_gives_disjoint_users(tmp_path):
     config = replace(SMALL, split="user", split_ratios=(0.5, 0.25, 0.25))
     source = write_movielens(tmp_path / "ml", [f"{u},{i},3.0,{2_000_000 + u * 10 + i}".encode() for u in range(6, 20) for i in range(4)])
-    dataset = sources_unimp.build_movielens(source, config=config)
+    dataset = sources.build_movielens(source, config=config)
     users = {s: set(dataset[f"tasks_{s}"]["user_id"]) for s in ("train", "validation", "test")}
     assert not (users["train"] & users["validation"]) and not (users["train"] & users["test"]) and not (users["validation"] & users["test"])
     assert set(dataset["train"]["user_id"]) == users["train"]
@@ -168,7 +169,7 @@ def test_user_split_gives_disjoint_users(tmp_path):
 
 
 def test_task_samples_follow_the_contract(tmp_path):
-    dataset = sources_unimp.build_movielens(write_movielens(tmp_path / "ml"), config=SMALL)
+    dataset = sources.build_movielens(write_movielens(tmp_path / "ml"), config=SMALL)
     interactions = dataset["interactions"].to_pandas()
     for sample in dataset["tasks_test"]:
         assert sample["task"] in ("recommend", "search", "rate_explain", "select")
@@ -211,7 +212,7 @@ def _amazon_fixture(directory: Path, category: str, version: str, offset: int = 
 def test_amazon_builder_merges_categories(tmp_path, version):
     _amazon_fixture(tmp_path, "Baby", version)
     _amazon_fixture(tmp_path, "Toys_and_Games", version, offset=7)
-    dataset = sources_unimp.build_amazon(tmp_path, ["Baby", "Toys_and_Games"], version=version, config=SMALL, output_dir=tmp_path / "out")
+    dataset = sources.build_amazon(tmp_path, ["Baby", "Toys_and_Games"], version=version, config=SMALL, output_dir=tmp_path / "out")
     assert dataset["items"].num_rows == 16 and len(set(dataset["interactions"]["user_id"])) == 6
     items = {row["item_id"]: row for row in dataset["items"]}
     assert items["Bai0"]["categories"] == ["Baby", "Sub"] and items["Toi3"]["title"] == "Thing 3"
@@ -228,7 +229,7 @@ def test_amazon2023_local_and_hub(tmp_path, monkeypatch):
              "price": None, "images": [{"hi_res": None, "large": f"http://img/{k}.jpg"}]} for k in range(8)]
     (tmp_path / "All_Beauty.jsonl").write_text("\n".join(json.dumps(r) for r in reviews))
     (tmp_path / "meta_All_Beauty.jsonl").write_text("\n".join(json.dumps(r) for r in meta))
-    local = sources_unimp.build_amazon2023(["All_Beauty"], source_dir=tmp_path, config=SMALL)
+    local = sources.build_amazon2023(["All_Beauty"], source_dir=tmp_path, config=SMALL)
     assert local["items"][0]["categories"] == ["Beauty", "Skin"] and local["items"][0]["brand"] == "S"
     assert local["interactions"][0]["timestamp"] == 1_000_000
 
@@ -238,10 +239,10 @@ def test_amazon2023_local_and_hub(tmp_path, monkeypatch):
         requested.append(data_files)
         return datasets.Dataset.from_list(meta if "meta_" in data_files else reviews)
 
-    monkeypatch.setattr(sources_unimp.datasets, "load_dataset", fake_load_dataset)
-    hub = sources_unimp.build_amazon2023(["All_Beauty"], config=SMALL)
-    assert requested == [f"hf://datasets/{sources_unimp.AMAZON_2023_HUB}/raw/review_categories/All_Beauty.jsonl",
-                         f"hf://datasets/{sources_unimp.AMAZON_2023_HUB}/raw/meta_categories/meta_All_Beauty.jsonl"]
+    monkeypatch.setattr(sources.datasets, "load_dataset", fake_load_dataset)
+    hub = sources.build_amazon2023(["All_Beauty"], config=SMALL)
+    assert requested == [f"hf://datasets/{sources.AMAZON_2023_HUB}/raw/review_categories/All_Beauty.jsonl",
+                         f"hf://datasets/{sources.AMAZON_2023_HUB}/raw/meta_categories/meta_All_Beauty.jsonl"]
     assert hub["interactions"][:] == local["interactions"][:]
 
 
@@ -259,7 +260,7 @@ def test_hm_builder_keeps_purchase_order_and_flags_bad_images(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"0{100 + k:09d}.jpg").write_bytes(png() if k < 6 else b"garbage")  # k=6,7 corrupt
     out = tmp_path / "out"
-    dataset = sources_unimp.build_hm(tmp_path, output_dir=out, config=SMALL)
+    dataset = sources.build_hm(tmp_path, output_dir=out, config=SMALL)
     images = {row["item_id"]: row["image"] is not None for row in dataset["items"]}
     assert sum(images.values()) == 6 and not images["0000000106"]
     report = json.loads((out / "build_report.json").read_text())
@@ -285,7 +286,7 @@ def test_netflix_llmrec_builder(tmp_path):
     (tmp_path / "item_attribute.csv").write_bytes(b"\n".join(f"{k},{2000 + k},Film {k}".encode() for k in range(7)) + b"\n7,NaN,Caf\xe9\n")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "0.jpg").write_bytes(png())
-    dataset = sources_unimp.build_netflix(tmp_path, config=SMALL)
+    dataset = sources.build_netflix(tmp_path, config=SMALL)
     test_items = {row["user_id"]: row["item_id"] for row in dataset["test"]}
     assert test_items == {str(u): str((3 * u + 4) % 8) for u in range(6)}
     items = {row["item_id"]: row for row in dataset["items"]}
@@ -294,6 +295,6 @@ def test_netflix_llmrec_builder(tmp_path):
 
 def test_loader_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unknown bundled dataset"):
-        builders_unimp.bundled_dataset_path("nope")
+        builders.bundled_dataset_path("nope")
     with pytest.raises(FileNotFoundError, match="not a saved UniMP dataset"):
         load_unimp_dataset(tmp_path)

@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from processing_unimp.builders_unimp import BUNDLED_DATASETS, bundled_dataset_path, load_bundled_dataset, load_unimp_dataset
+from processing_unimp.data.builders import (
+    BUNDLED_DATASETS,
+    bundled_dataset_path,
+    load_bundled_dataset,
+    load_unimp_dataset,
+)
+from processing_unimp.data.splits import TASK_SAMPLE_FEATURES
 from processing_unimp.schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
-from processing_unimp.splits_unimp import TASK_SAMPLE_FEATURES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

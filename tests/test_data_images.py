@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from processing_unimp.images_unimp import ImageCache, download_images, fetch_image, validate_image_bytes
+from processing_unimp.data.images import ImageCache, download_images, fetch_image, validate_image_bytes
 
 
 def _png() -> bytes:
@@ -96,7 +96,8 @@ def test_cache_resumes_without_refetching(server, tmp_path):
 def test_builder_drops_and_counts_dead_images(server, tmp_path):
     import pandas as pd
 
-    from processing_unimp.builders_unimp import BuildConfig, BuildReport, run_builder
+    from processing_unimp.data.builders import run_builder
+    from processing_unimp.data.config import BuildConfig, BuildReport
 
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(4)], "title": ["a", "b", "c", "d"],
                           "image_url": [f"{server}/good0.png", f"{server}/broken.png", f"{server}/missing.png", None]})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_unimp.trainer_unimp import unimp_for_processor
-from processing_unimp.evaluation_unimp import answer_logits, evaluate_ranking, prompt_inputs
+from processing_unimp.training.evaluation import answer_logits, evaluate_ranking, prompt_inputs
+from processing_unimp.training.trainer import unimp_for_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 

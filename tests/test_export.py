@@ -7,25 +7,14 @@ import json
 import os
 import re
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from huggingface_hub import ModelCard
 from transformers import pipeline
 from transformers.dynamic_module_utils import get_relative_import_files
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_hub = load_example("export_hub")
-handler = load_example("handler")
+from processing_unimp import handler
+from processing_unimp.export import hub as export_hub
 
 RESULTS = {"datasets": {"fashion-shop": {"protocol": "leave-one-out, full ranking", "models": {
     "unimp": {"HR@10": 0.1234, "NDCG@10": 0.0567, "train_seconds": 12.5, "rating": {"expected_RMSE": 1.1}},
@@ -142,8 +131,11 @@ def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, cap
     output = tmp_path / "export"
     output.mkdir()
     (output / "stale.txt").write_text("from an older export")
-    export_hub.main(["--model", str(trained_model_dir), "--output", str(output), "--card", "unimp-3b",
-                     "--push-to-hub", "org/unimp-3b-test", "--private", "--overwrite"])  # fmt: skip
+    spec = importlib.util.spec_from_file_location("export_script", Path(__file__).parents[1] / "examples/export_hub.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--model", str(trained_model_dir), "--output", str(output), "--card", "unimp-3b",
+                 "--push-to-hub", "org/unimp-3b-test", "--private", "--overwrite"])  # fmt: skip
     assert not (output / "stale.txt").exists() and (output / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     assert calls == [

@@ -1,8 +1,6 @@
 """Image generation: VQ codes round trip, constrained code generation, retrieve-then-generate, image metrics."""
 
 import json
-import sys
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -10,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_unimp.trainer_unimp import unimp_for_processor
 from processing_unimp import UniMPProcessor
 from processing_unimp.generation_unimp import (
     ImageCodeLogitsProcessor,
@@ -27,16 +24,15 @@ from processing_unimp.image_codes_unimp import (
     encode_image_codes,
     load_image_tokenizer,
 )
-from processing_unimp.image_eval_unimp import (
+from processing_unimp.training.image_eval import (
     category_consistency,
     evaluate_image_generation,
     frechet_distance,
     personalization_score,
     train_feature_classifier,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from train_image_tokenizer import build_vq, train_image_tokenizer  # noqa: E402
+from processing_unimp.training.image_tokenizer import build_vq, train_image_tokenizer
+from processing_unimp.training.trainer import unimp_for_processor
 
 CODEBOOK = 16
 

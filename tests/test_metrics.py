@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from processing_unimp.metrics_unimp import (
+from processing_unimp.training.metrics import (
     corpus_bleu,
     ranking_metrics,
     rating_metrics,

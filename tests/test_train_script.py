@@ -35,9 +35,7 @@ def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalog
 
     from modeling_unimp import UniMPConfig
     from processing_unimp import items_dataset
-
-    sys.path.insert(0, str(ROOT / "examples"))
-    from train import DataArguments, ModelArguments, build_model, build_processor
+    from processing_unimp.training.recipe import DataArguments, ModelArguments, build_model, build_processor
 
     vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                               num_attention_heads=2, image_size=16, patch_size=8))

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
-from modeling_unimp.trainer_unimp import UniMPTrainer, UniMPTrainingArguments, parse_task_weights, unimp_loss
+from processing_unimp.training.trainer import UniMPTrainer, UniMPTrainingArguments, parse_task_weights, unimp_loss
 
 IMAGE, END, ANSWER = 10, 11, 12
 
@@ -144,8 +144,8 @@ def test_weight_decay_only_on_cross_attention(tmp_path):
 
 
 def test_item_tokens_start_from_their_title_embeddings(catalogue_items):
-    from modeling_unimp.trainer_unimp import init_item_tokens_from_text, unimp_for_processor
     from processing_unimp import UniMPProcessor
+    from processing_unimp.training.trainer import init_item_tokens_from_text, unimp_for_processor
 
     items = [*catalogue_items[:3], {"item_id": "Z9", "title": catalogue_items[0]["title"]}]
     processor = UniMPProcessor.from_catalogue(items, vocab_size=300, image_size=16)

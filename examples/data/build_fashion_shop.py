@@ -15,7 +15,7 @@ Preference model (all draws seeded):
 - rating: 1..5 from the user-standardised affinity (style weighted most) plus noise;
 - explanation: a short template naming a text-visible aspect (tone, fit, class) chosen by the rating;
   the review adds one generic sentence, the summary a short verdict.
-Search queries and the other task samples come from the shared builder (`splits_unimp`).
+Search queries and the other task samples come from the shared builder (`processing_unimp.data.splits`).
 
     python examples/data/build_fashion_shop.py [SOURCE_DIR] [--output DIR] [--users N] [--items N]
 
@@ -39,7 +39,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from processing_unimp.builders_unimp import BuildConfig, BuildReport, run_builder  # noqa: E402
+from processing_unimp.data.builders import run_builder
+from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
 
 CLASSES = ("T-shirt", "Trousers", "Pullover", "Dress", "Coat", "Sandals", "Shirt", "Sneakers", "Bag", "Ankle boots")
 DEPARTMENTS = ("Tops", "Bottoms", "Tops", "Dresses", "Outerwear", "Shoes", "Tops", "Shoes", "Bags", "Shoes")

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from processing_unimp.builders_unimp import BuildConfig  # noqa: E402
-from processing_unimp.sources_unimp import build_movielens  # noqa: E402
+from processing_unimp.data.config import BuildConfig  # noqa: E402
+from processing_unimp.data.sources import build_movielens  # noqa: E402
 
 NOTICE = """movielens-small: derived from the MovieLens ml-latest-small dataset (October 2016 release:
 100,004 ratings by 671 users on 9,066 movies), F. Maxwell Harper and Joseph A. Konstan, GroupLens Research,

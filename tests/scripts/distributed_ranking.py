@@ -6,10 +6,10 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from modeling_unimp.trainer_unimp import unimp_for_processor
-from processing_unimp.builders_unimp import load_unimp_dataset
-from processing_unimp.evaluation_unimp import evaluate_ranking
+from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.processing_unimp import UniMPProcessor
+from processing_unimp.training.evaluation import evaluate_ranking
+from processing_unimp.training.trainer import unimp_for_processor
 
 accelerator = Accelerator(cpu=True)
 data = load_unimp_dataset("fashion-shop")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .metrics_unimp import rating_metrics, ranking_metrics, selection_metrics, target_ranks, text_metrics
+from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
 
 
 def _shard(samples: Sequence[Mapping[str, Any]], accelerator) -> list[Mapping[str, Any]]:

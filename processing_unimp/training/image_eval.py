@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
-from .image_codes_unimp import images_to_tensor
+from ..image_codes_unimp import images_to_tensor
 
 
 class FeatureClassifier(nn.Module):

@@ -1,7 +1,7 @@
 """Shared machinery of the dataset builders: robust raw readers, k-core, de-duplication, item vocabulary,
 atomic saving, statistics and the loader of built or bundled datasets.
 
-Every source builder (see `sources_unimp.py`) reads its raw files into two pandas frames in the unified
+Every source builder (see `sources.py`) reads its raw files into two pandas frames in the unified
 column names and hands them to `finalize_dataset`, so all sources share one cleaning, splitting and
 saving path. Not shipped to the Hub; free to import anything.
 """
@@ -17,7 +17,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .images_unimp import ImageCache, download_images, validate_image_bytes
-from .files_unimp import atomic_directory
-from .schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES, TASKS
-from .splits_unimp import SPLITS, build_splits, materialize_split, materialize_task_samples
-from .vocabulary_unimp import shuffled_item_ids
+from ..schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
+from ..vocabulary_unimp import shuffled_item_ids
+from .config import KEEP_EXAMPLES, BuildConfig, BuildReport
+from .files import atomic_directory
+from .images import ImageCache, download_images, validate_image_bytes
+from .splits import SPLITS, build_splits, materialize_split, materialize_task_samples
 
 logger = logging.getLogger(__name__)
 
@@ -39,73 +39,6 @@ BUNDLED_DATASETS: tuple[str, ...] = ("movielens-small", "fashion-shop")
 
 VOCAB_FEATURES = datasets.Features({"token_index": datasets.Value("int64"), "item_id": datasets.Value("string")})
 """The seeded item vocabulary: item `item_id` gets the atomic token `<item_{token_index}>`."""
-
-_KEEP_EXAMPLES = 5
-
-
-@dataclass
-class BuildReport:
-    """What a build skipped or repaired, counted per reason with a few examples; saved next to the data.
-
-    Nothing is dropped silently: every skip goes through `skip`, and `check` refuses a dataset that lost
-    more than a set fraction of its raw records.
-    """
-
-    source: str
-    strict: bool = False
-    skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def skip(self, reason: str, where: str) -> None:
-        """Count one skipped record; in strict mode raise instead, naming the reason and the record."""
-        if self.strict:
-            raise ValueError(f"{self.source}: {reason} at {where}")
-        self.skipped[reason] += 1
-        kept = self.examples.setdefault(reason, [])
-        if len(kept) < _KEEP_EXAMPLES:
-            kept.append(where)
-
-    def note(self, key: str, value: Any) -> None:
-        """Record a fact about the build (e.g. how many interactions the k-core removed)."""
-        self.notes[key] = value
-
-    def check(self, total_records: int, max_skip_fraction: float) -> None:
-        """Raise if the skipped records exceed `max_skip_fraction` of the raw ones: no silent partial data."""
-        lost = sum(self.skipped.values())
-        if total_records and lost / total_records > max_skip_fraction:
-            raise ValueError(
-                f"{self.source}: {lost} of {total_records} raw records were skipped (> {max_skip_fraction:.0%}); "
-                f"reasons: {dict(self.skipped)}; examples: {self.examples}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form with deterministic key order."""
-        return {
-            "source": self.source,
-            "skipped": dict(sorted(self.skipped.items())),
-            "examples": dict(sorted(self.examples.items())),
-            "notes": dict(sorted(self.notes.items())),
-        }
-
-
-@dataclass
-class BuildConfig:
-    """Every knob of a build; the same config and raw files give byte-identical output."""
-
-    seed: int = 0
-    min_user_interactions: int = 8  # paper: users with >= 8 interactions
-    min_item_interactions: int = 5  # paper: items with >= 5 interactions
-    split: str = "leave_one_out"  # or "user" (the paper's random 80/10/10 user split)
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    max_history: int = 20  # most recent items kept as a task sample's history
-    train_targets_per_user: int = 5  # training task samples per user (the last positions of the train part)
-    tasks: tuple[str, ...] = TASKS
-    num_candidates: int = 3  # select: candidates per sample (1 or 2 of them positive)
-    dedup_keys: tuple[str, ...] = ("user_id", "item_id", "timestamp")
-    max_skip_fraction: float = 0.5
-    strict: bool = False
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Raw readers shared by the sources
@@ -213,10 +146,10 @@ def to_number(frame: pd.DataFrame, column: str, report: BuildReport, *, where_co
     """Parse `column` as numbers; rows whose non-empty value does not parse are skipped and counted."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
-    for label in frame.loc[bad, where_column].head(_KEEP_EXAMPLES).tolist():
+    for label in frame.loc[bad, where_column].head(KEEP_EXAMPLES).tolist():
         report.skip(f"bad_{column}", f"{where_column}={label}")
-    if bad.sum() > _KEEP_EXAMPLES:  # count the rest without keeping examples
-        report.skipped[f"bad_{column}"] += int(bad.sum()) - _KEEP_EXAMPLES
+    if bad.sum() > KEEP_EXAMPLES:  # count the rest without keeping examples
+        report.skipped[f"bad_{column}"] += int(bad.sum()) - KEEP_EXAMPLES
     frame = frame.loc[~bad].copy()
     frame[column] = values[~bad].astype("int64" if kind == "int" else "float64")
     return frame
@@ -243,10 +176,10 @@ def drop_missing(frame: pd.DataFrame, columns: Sequence[str], report: BuildRepor
 def deduplicate(frame: pd.DataFrame, keys: Sequence[str], report: BuildReport) -> pd.DataFrame:
     """Drop repeated interactions (same `keys`), keeping the first in file order, and count them."""
     duplicated = frame.duplicated(subset=list(keys), keep="first")
-    for _, row in frame.loc[duplicated].head(_KEEP_EXAMPLES).iterrows():
+    for _, row in frame.loc[duplicated].head(KEEP_EXAMPLES).iterrows():
         report.skip("duplicate_interaction", f"user_id={row.user_id} item_id={row.item_id}")
-    if duplicated.sum() > _KEEP_EXAMPLES:
-        report.skipped["duplicate_interaction"] += int(duplicated.sum()) - _KEEP_EXAMPLES
+    if duplicated.sum() > KEEP_EXAMPLES:
+        report.skipped["duplicate_interaction"] += int(duplicated.sum()) - KEEP_EXAMPLES
     return frame.loc[~duplicated]
 
 
@@ -376,7 +309,7 @@ def finalize_dataset(
 ) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """Clean, k-core, sort, split and sample: the one path from raw frames to the saved DatasetDict.
 
-    Returns the DatasetDict (compact task tables, see `splits_unimp`) and its statistics table.
+    Returns the DatasetDict (compact task tables, see `splits`) and its statistics table.
     """
     interactions = drop_missing(interactions, ("user_id", "item_id", "timestamp"), report, what=f"{name} interactions")
     for column in INTERACTION_FEATURES:
@@ -522,7 +455,7 @@ def bundled_dataset_path(name: str) -> Path:
     """Where a bundled dataset lives in a source checkout: `examples/data/<name>/`."""
     if name not in BUNDLED_DATASETS:
         raise ValueError(f"unknown bundled dataset {name!r}; choose one of {BUNDLED_DATASETS} or pass a path")
-    path = Path(__file__).resolve().parent.parent / "examples" / "data" / name
+    path = Path(__file__).resolve().parents[2] / "examples" / "data" / name
     if not (path / "dataset_dict.json").is_file():
         raise FileNotFoundError(
             f"bundled dataset {name!r} not found at {path}; it ships with the source checkout (not the wheel). "

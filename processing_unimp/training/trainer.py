@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from processing_unimp.evaluation_unimp import evaluate_ranking
-from processing_unimp.schema_unimp import TASKS
+from modeling_unimp.configuration_unimp import UniMPConfig
+from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 
-from .configuration_unimp import UniMPConfig
-from .modeling_unimp import UniMPForConditionalGeneration
+from ..schema_unimp import TASKS
+from .evaluation import evaluate_ranking
 
 TARGET, CONTEXT = 1, 2  # token kinds written by the processor (0 = unsupervised)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 import numpy as np
@@ -19,10 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from .schema_unimp import INTERACTION_FEATURES
-
-if TYPE_CHECKING:  # only for annotations: builders_unimp imports this module
-    from .builders_unimp import BuildConfig, BuildReport
+from ..schema_unimp import INTERACTION_FEATURES
+from .config import BuildConfig, BuildReport
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 

@@ -3,7 +3,7 @@
 Sources: Amazon Reviews 2014 and 2018 (5-core review files + metadata, one or several categories
 merged), Amazon Reviews 2023 (Hub or local JSONL), H&M (Kaggle CSVs + image folder), Netflix (the
 LLMRec multimodal release) and MovieLens (GroupLens CSV). Each `build_*` reads, then hands over to
-`builders_unimp.run_builder` for the shared cleaning, k-core, splits, task samples and atomic save.
+`builders.run_builder` for the shared cleaning, k-core, splits, task samples and atomic save.
 Timestamps are Unix seconds everywhere.
 """
 
@@ -20,8 +20,9 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from .builders_unimp import BuildConfig, BuildReport, iter_json_lines, read_csv_table, run_builder, to_number
-from .images_unimp import ImageCache
+from .builders import iter_json_lines, read_csv_table, run_builder, to_number
+from .config import BuildConfig, BuildReport
+from .images import ImageCache
 
 AMAZON_PAPER_CATEGORIES: tuple[str, ...] = (
     "Baby", "Beauty", "Clothing_Shoes_and_Jewelry", "Toys_and_Games", "Sports_and_Outdoors", "Grocery_and_Gourmet_Food",

@@ -1,0 +1,204 @@
+"""Benchmark runs behind `examples/benchmark.py` and the quickstart: UniMP variants, baselines, ranking speed, tables.
+
+Not shipped to the Hub.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from .baselines import PopularityRecommender, SASRecConfig, train_sasrec
+from .evaluation import evaluate_explanations, evaluate_ranking, evaluate_rating, evaluate_selection, prompt_inputs
+from .metrics import ranking_metrics, target_ranks
+from .recipe import DataArguments, ModelArguments, run_training, select_tasks
+from .trainer import UniMPTrainingArguments
+
+# Each UniMP variant overrides the base run: (model/data argument overrides, training argument overrides).
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "unimp": ({}, {}),
+    "unimp-no-images": ({"use_images": False}, {}),
+    "unimp-id-only": ({"use_images": False, "item_fields": ""}, {}),
+    "unimp-no-context": ({}, {"context_weight": 0.0}),
+    "unimp-gamma0": ({}, {"gamma": 0.0}),
+    "unimp-single-task": ({"tasks": "recommend"}, {}),
+}
+HEADLINE = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20")
+
+
+def history_indices(samples, index: dict[str, int]) -> list[list[int]]:
+    return [[index[h["item_id"]] for h in sample["history"]] for sample in samples]
+
+
+def score_baseline(scorer, samples, index: dict[str, int]) -> dict[str, float]:
+    """Exact ranking metrics of a baseline's full-catalogue scores."""
+    targets = torch.tensor([index[s["target"]["item_id"]] for s in samples])
+    return ranking_metrics(target_ranks(scorer(history_indices(samples, index)), targets))
+
+
+def run_baselines(data, item_ids: list[str], validation, test, sasrec_epochs: int) -> dict[str, dict]:
+    """Popularity and SASRec (cross-entropy over the full catalogue), trained on the train split."""
+    index = {item_id: i for i, item_id in enumerate(item_ids)}
+    sequences: dict[str, list[int]] = {}
+    for user, item in zip(data["train"]["user_id"], data["train"]["item_id"]):
+        sequences.setdefault(user, []).append(index[item])
+    popularity = PopularityRecommender(len(item_ids)).fit(list(sequences.values()))
+    start = time.perf_counter()
+    sasrec = train_sasrec(
+        list(sequences.values()), SASRecConfig(num_items=len(item_ids)), epochs=sasrec_epochs,
+        validation=lambda model: score_baseline(model.score, validation, index)["NDCG@10"],
+    )
+    sasrec_seconds = time.perf_counter() - start
+    return {
+        "popularity": score_baseline(popularity.score, test, index),
+        "sasrec": {**score_baseline(sasrec.score, test, index), "train_seconds": sasrec_seconds},
+    }
+
+
+def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
+                    **data_overrides):
+    """The three argument dataclasses of `examples/train.py` for one variant (`data_overrides` apply first)."""
+    data_model, training = VARIANTS[variant]
+    model_args = ModelArguments(model_preset=preset)
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, max_history_items=8, item_fields="title",
+                              **data_overrides)
+    for key, value in data_model.items():
+        target = model_args if hasattr(model_args, key) else data_args
+        setattr(target, key, value)
+    training_args = UniMPTrainingArguments(
+        output_dir=str(output_dir / variant), max_steps=max_steps, learning_rate=2e-3, lr_scheduler_type="cosine",
+        warmup_steps=0.05, per_device_train_batch_size=8, per_device_eval_batch_size=32,
+        eval_strategy="steps", eval_steps=max(max_steps // 3, 1), save_strategy="steps",
+        save_steps=max(max_steps // 3, 1), save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model="NDCG@10", greater_is_better=True, logging_steps=max(max_steps // 20, 1),
+        report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=0, **training,
+    )
+    return model_args, data_args, training_args
+
+
+def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
+              test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, **data_overrides):
+    """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
+    args = unimp_arguments(dataset, variant, output_dir, preset, max_steps, eval_users, **data_overrides)
+    start = time.perf_counter()
+    trainer, processor, data = run_training(*args)
+    seconds = time.perf_counter() - start
+    model = trainer.model
+    test = list(select_tasks(data["tasks_test"], ["recommend"], test_users))
+    metrics = {**evaluate_ranking(model, processor, test), "train_seconds": seconds, "train_steps": max_steps}
+    available = set(data["tasks_test"]["task"])
+    if tasks_metrics:  # the other tasks on the first `task_users` test users each
+        samples = {task: list(select_tasks(data["tasks_test"], [task], task_users))
+                   for task in ("search", "rate_explain", "select") if task in available}
+        if "search" in samples:
+            metrics["search"] = evaluate_ranking(model, processor, samples["search"])
+        if "rate_explain" in samples:
+            metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"])
+            if any(s["target"].get("explanation") for s in samples["rate_explain"]):
+                metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
+        if "select" in samples:
+            metrics["selection"] = evaluate_selection(model, processor, samples["select"])
+    return metrics, model, processor, data
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs, above its level at entry (MiB)."""
+
+    def __enter__(self):
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.mib = (self.peak - self.start) / 2**20
+
+
+@torch.no_grad()
+def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, float]:
+    """Exact full-ranking top-10 vs the original's 10-beam search (string-matched to items), on the same model."""
+    model.eval()
+    item_tokens = torch.tensor(processor.item_token_ids)
+    token_to_item = {token: item for item, token in zip(processor.item_ids, processor.item_token_ids)}
+    full, beam = [], []
+    timings = {}
+    for method in ("full_rank", "beam10"):
+        start = time.perf_counter()
+        with PeakMemory() as memory:
+            for begin in range(0, len(samples), batch_size):
+                inputs = prompt_inputs(processor, samples[begin : begin + batch_size], model.device)
+                if method == "full_rank":
+                    logits = model(**inputs, logits_to_keep=1).logits[:, -1, item_tokens]
+                    full += [[processor.item_ids[i] for i in row] for row in logits.topk(10).indices.tolist()]
+                else:
+                    out = model.generate(**inputs, num_beams=10, num_return_sequences=10, max_new_tokens=2,
+                                         do_sample=False, suppress_tokens=[processor.end_of_chunk_token_id])
+                    first = out[:, inputs["input_ids"].shape[1]].view(-1, 10).tolist()
+                    # The original decoded each beam to text and kept those naming a catalogue item.
+                    beam += [list(dict.fromkeys(token_to_item[t] for t in row if t in token_to_item)) for row in first]
+        timings[method] = (time.perf_counter() - start, memory.mib)
+    targets = [s["target"]["item_id"] for s in samples]
+    hit = lambda lists: sum(t in top for t, top in zip(targets, lists)) / len(targets)  # noqa: E731
+    return {
+        "num_users": len(samples),
+        "full_rank_users_per_s": len(samples) / timings["full_rank"][0],
+        "beam10_users_per_s": len(samples) / timings["beam10"][0],
+        "speedup": timings["beam10"][0] / timings["full_rank"][0],
+        "top10_agreement": sum(len(set(a) & set(b)) for a, b in zip(full, beam)) / (10 * len(samples)),
+        "full_rank_HR@10": hit(full),
+        "beam10_HR@10": hit(beam),
+        "beam10_valid_items_per_user": sum(map(len, beam)) / len(samples),
+        "full_rank_peak_rss_mib": timings["full_rank"][1],
+        "beam10_peak_rss_mib": timings["beam10"][1],
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for name, block in results["datasets"].items():
+        lines += [f"### {name}", "", block["protocol"], "", "| model | " + " | ".join(HEADLINE) + " |",
+                  "|---|" + "---|" * len(HEADLINE)]
+        for model, metrics in block["models"].items():
+            lines.append(f"| {model} | " + " | ".join(f"{metrics[k]:.4f}" for k in HEADLINE) + " |")
+        lines.append("")
+    if "image_generation" in results:
+        lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",
+                  "|---|---|---|---|",
+                  *[f"| {m} | {v['fid']:.1f} | {v['consistency']:.3f} | {v['personalization']:.3f} |"
+                    for m, v in results["image_generation"].items()], ""]
+    if "speed" in results:
+        speed = results["speed"]
+        lines += ["### Full ranking vs 10-beam search", "", "| measure | value |", "|---|---|",
+                  *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in speed.items()], ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["datasets"])
+    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        models = results["datasets"][name]["models"]
+        axis.barh(list(models), [m["NDCG@10"] for m in models.values()], color="tab:blue")
+        axis.set_title(f"{name}: test NDCG@10 (full ranking)")
+        axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,219 @@
+"""The training recipe behind `examples/train.py`: its arguments, processor and model builders, and `run_training`.
+
+Not shipped to the Hub. `run_training` builds the processor for a catalogue, a preset model with its new token rows
+started from content, trains with `UniMPTrainer` (validation ranking each evaluation) and saves the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoImageProcessor, AutoTokenizer, set_seed
+
+from modeling_unimp.configuration_unimp import UniMPConfig
+from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from processing_unimp.data.builders import load_unimp_dataset
+from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
+from processing_unimp.processing_unimp import UniMPProcessor
+from processing_unimp.schema_unimp import TASKS
+from processing_unimp.training.trainer import (
+    UniMPTrainer,
+    UniMPTrainingArguments,
+    init_image_code_tokens,
+    init_item_tokens_from_text,
+    unimp_for_processor,
+)
+
+
+@dataclass
+class ModelArguments:
+    model_preset: str = field(default="small", metadata={"help": "tiny, small or unimp-3b (from scratch)."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A saved UniMP folder (model + processor) to start from, e.g. single-task fine-tuning "
+                          "from a multi-task checkpoint."},
+    )
+    vision_model: str | None = field(
+        default=None, metadata={"help": "Pretrained CLIP/SigLIP (e.g. openai/clip-vit-large-patch14), with --text-model."}
+    )
+    text_model: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained causal LM (e.g. togethercomputer/RedPajama-INCITE-Instruct-3B-v1): UniMP is "
+                          "composed from both backbones, with their tokenizer and image processor."},
+    )
+    answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
+    text_conditioned_queries: bool = field(default=False)
+    init_item_tokens_from: str = field(
+        default="title",
+        metadata={"help": "Item attribute whose token embeddings start each new item token ('' = random start)."},
+    )
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
+    lora_rank: int = field(default=16)
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="fashion-shop", metadata={"help": "Bundled name or a builder's output folder."})
+    image_tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "A VQ image tokenizer (examples/train_image_tokenizer.py): adds each item's image codes "
+                          "and `<img_k>` tokens for the generate_image task, and ships in `image_tokenizer/`."},
+    )
+    tasks: str = field(default="recommend,search,rate_explain,select", metadata={"help": "Comma-separated."})
+    use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
+    item_fields: str = field(default="title,categories", metadata={"help": "Item attributes written per chunk."})
+    max_history_items: int = field(default=10)
+    max_length: int = field(default=512)
+    tokenizer_vocab_size: int = field(default=2048)
+    max_train_samples: int | None = field(default=None)
+    all_recommend_windows: bool = field(
+        default=False,
+        metadata={"help": "Keep every recommend training window of a user. By default only the latest is kept: "
+                          "context reconstruction already supervises every earlier item of that window."},
+    )
+    max_eval_users: int | None = field(default=300, metadata={"help": "Validation users ranked per evaluation."})
+    max_test_users: int | None = field(default=None, metadata={"help": "Test users ranked at the end (all)."})
+    max_eval_loss_samples: int = field(
+        default=64, metadata={"help": "Validation samples whose loss is logged at each evaluation (ranking uses more)."}
+    )
+
+
+def build_processor(model_args: ModelArguments, data_args: DataArguments, data, image_tokenizer=None) -> UniMPProcessor:
+    """The saved processor when continuing from a folder, else a new one for the catalogue and its rating scale."""
+    if model_args.model_name_or_path:
+        return UniMPProcessor.from_pretrained(model_args.model_name_or_path)
+    items = data["items"]
+    codebook_size = 0
+    if image_tokenizer is not None:
+        items = add_image_codes(items, image_tokenizer)
+        codebook_size = image_tokenizer.config.num_vq_embeddings
+    if not data_args.use_images:
+        items = items.remove_columns("image")
+    ratings = [r for r in data["interactions"]["rating"] if r is not None] or [1.0, 5.0]
+    backbones = {}
+    if model_args.text_model:
+        backbones = {"tokenizer": AutoTokenizer.from_pretrained(model_args.text_model),
+                     "image_processor": AutoImageProcessor.from_pretrained(model_args.vision_model)}
+    image_size = UniMPConfig.from_preset(model_args.model_preset).vision_config.image_size
+    return UniMPProcessor.from_catalogue(
+        items,
+        **backbones,
+        image_size=image_size,
+        vocab_size=data_args.tokenizer_vocab_size,
+        item_fields=[f for f in data_args.item_fields.split(",") if f],
+        max_history_items=data_args.max_history_items,
+        max_length=data_args.max_length,
+        rating_min=min(ratings),
+        rating_max=max(ratings),
+        rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
+        codebook_size=codebook_size,
+    )
+
+
+def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None):
+    """A saved model, or a new preset sized for the processor with its new token rows started from content."""
+    if model_args.model_name_or_path:
+        model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    elif model_args.text_model:
+        if not model_args.vision_model:
+            raise ValueError("--text-model needs --vision-model: UniMP is composed from both backbones.")
+        model = UniMPForConditionalGeneration.from_vision_text_pretrained(
+            model_args.vision_model, model_args.text_model, answer_media=model_args.answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries, image_token_id=processor.image_token_id,
+            end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
+        )
+        model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
+    else:
+        model = unimp_for_processor(
+            model_args.model_preset, processor, answer_media=model_args.answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries,
+        )
+    if not model_args.model_name_or_path:
+        if model_args.init_item_tokens_from:
+            init_item_tokens_from_text(model, processor, model_args.init_item_tokens_from)
+        if image_tokenizer is not None:
+            init_image_code_tokens(model, processor, image_tokenizer)
+    if model_args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        # Attention projections of the LM families and of the cross-attention; the (new) token rows train in full.
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "c_attn", "media_query",
+                   "media_key_value", "media_output"]
+        embeddings = {model.get_input_embeddings(), model.get_output_embeddings()}
+        to_save = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if module in embeddings})
+        model = get_peft_model(model, LoraConfig(r=model_args.lora_rank, target_modules=targets,
+                                                 modules_to_save=to_save))
+    return model
+
+
+def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_recommend_only: bool = False):
+    """The samples of `tasks`, optionally only each user's latest recommend window, then at most `limit` of them."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"--tasks has unknown task(s) {unknown}; choose from {TASKS}.")
+    selected = dataset.filter(lambda task: task in tasks, input_columns="task")
+    if latest_recommend_only:
+        longest: dict[str, tuple[int, int]] = {}
+        for row, (task, user, history) in enumerate(zip(selected["task"], selected["user_id"], selected["history"])):
+            if task == "recommend" and len(history) >= longest.get(user, (-1, -1))[0]:
+                longest[user] = (len(history), row)
+        keep = {row for _, row in longest.values()}
+        selected = selected.select([row for row, task in enumerate(selected["task"]) if task != "recommend" or row in keep])
+    return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
+
+
+def plot_curves(log_history: list[dict], path: Path) -> None:
+    """Training loss and validation NDCG@10 against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    steps = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    if steps:
+        loss_axis.plot(*zip(*steps), label="training loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss")
+    ndcg = [(r["step"], r["eval_NDCG@10"]) for r in log_history if "eval_NDCG@10" in r]
+    if ndcg:
+        metric_axis = loss_axis.twinx()
+        metric_axis.plot(*zip(*ndcg), "o-", color="tab:orange", label="validation NDCG@10")
+        metric_axis.set_ylabel("validation NDCG@10")
+    figure.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
+    """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
+    set_seed(training_args.seed)
+    data = load_unimp_dataset(data_args.dataset)
+    image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
+    processor = build_processor(model_args, data_args, data, image_tokenizer)
+    model = build_model(model_args, processor, image_tokenizer)
+    tasks = [t for t in data_args.tasks.split(",") if t]
+    train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
+                                 latest_recommend_only=not data_args.all_recommend_windows)
+    trainer = UniMPTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples),
+        data_collator=processor,
+        processing_class=processor,
+        ranking_samples=list(select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)),
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        output = Path(training_args.output_dir)
+        if image_tokenizer is not None:
+            image_tokenizer.save_pretrained(output / IMAGE_TOKENIZER_FOLDER)
+        (output / "train_results.json").write_text(json.dumps(result.metrics, indent=2))
+        plot_curves(trainer.state.log_history, output / "loss_curve.png")
+    return trainer, processor, data
