@@ -10,7 +10,9 @@ from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "siglip_vision_model")
-SUPPORTED_TEXT_MODEL_TYPES = ("llama", "gpt_neox", "gpt2", "qwen2")
+DECODER_LAYERS_PATH = {"llama": "model.layers", "qwen2": "model.layers", "gpt_neox": "gpt_neox.layers", "gpt2": "transformer.h"}
+"""Where each supported text family keeps its list of decoder layers (the cross-attention wraps them)."""
+SUPPORTED_TEXT_MODEL_TYPES = tuple(DECODER_LAYERS_PATH)
 
 # CLIP ViT-L/14 at 224 px: the vision tower of OpenFlamingo-4B, which the paper builds on.
 _CLIP_VIT_L14 = {

@@ -19,15 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
-from .configuration_unimp import UniMPConfig
-
-# Where each supported text family keeps its list of decoder layers.
-DECODER_LAYERS_PATH = {
-    "llama": "model.layers",
-    "qwen2": "model.layers",
-    "gpt_neox": "gpt_neox.layers",
-    "gpt2": "transformer.h",
-}
+from .configuration_unimp import DECODER_LAYERS_PATH, UniMPConfig
 
 
 @dataclass

@@ -21,6 +21,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .image_codes_unimp import code_grid_size, decode_image_codes, encode_image_codes
 from .image_processing_unimp import load_rgb_image
+from .schema_unimp import item_id_of
 
 _PROMPT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_mask")
 
@@ -37,10 +38,6 @@ class ImageCodeLogitsProcessor(LogitsProcessor):
         mask = torch.full_like(scores, float("-inf"))
         mask[:, self.allowed.to(scores.device)] = 0
         return scores + mask
-
-
-def _item_id(reference: str | Mapping[str, Any]) -> str:
-    return reference if isinstance(reference, str) else reference["item_id"]
 
 
 def _model_inputs(model, processor, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -85,7 +82,7 @@ def with_image_codes(processor, image_tokenizer, references: Sequence[Any]) -> l
     missing, images = [], []
     for index, reference in enumerate(references):
         inline = {} if isinstance(reference, str) else {k: v for k, v in reference.items() if v is not None}
-        item_id = _item_id(reference)
+        item_id = item_id_of(reference)
         stored = processor.catalogue[item_id] if processor.catalogue is not None and item_id in processor.catalogue else {}
         if "image_codes" in inline:
             continue
@@ -97,7 +94,7 @@ def with_image_codes(processor, image_tokenizer, references: Sequence[Any]) -> l
             images.append(image)
     if not missing:
         return list(references)
-    item_ids = [_item_id(references[index]) for index in missing]
+    item_ids = [item_id_of(references[index]) for index in missing]
     codes = encode_image_codes(image_tokenizer, images, item_ids=item_ids).tolist()
     completed = list(references)
     for index, item_codes in zip(missing, codes):

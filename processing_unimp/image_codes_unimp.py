@@ -3,7 +3,8 @@
 UniMP generates an image as a sequence of `<img_k>` tokens, one per cell of the VQ code grid, read row by row;
 the VQ decoder turns the codes back into pixels. `add_image_codes` writes each catalogue item's codes into an
 `image_codes` column, which the processor's generate_image template prints after the item's `<answer>`.
-diffusers is imported inside the functions, so the processor loads without it.
+diffusers is imported only under `is_diffusers_available()`, so a model without an image tokenizer loads from the Hub
+without it (transformers' remote-code import check skips such guarded imports).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from transformers.utils import is_diffusers_available
 
 from .image_processing_unimp import load_rgb_image
 
@@ -24,9 +26,11 @@ IMAGE_TOKENIZER_FOLDER = "image_tokenizer"
 
 def load_image_tokenizer(path: str | os.PathLike, **kwargs: Any):
     """A `diffusers.VQModel` saved with `save_pretrained` (a folder, or a Hub repo with `subfolder=`), in eval mode."""
-    from diffusers import VQModel
+    if is_diffusers_available():  # guarded so that a Hub load of a model without an image tokenizer needs no diffusers
+        from diffusers import VQModel
 
-    return VQModel.from_pretrained(path, **kwargs).eval()
+        return VQModel.from_pretrained(path, **kwargs).eval()
+    raise ImportError(f"Loading the image tokenizer at {path} needs diffusers: pip install diffusers")
 
 
 def code_grid_size(vq) -> tuple[int, int]:

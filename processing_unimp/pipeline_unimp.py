@@ -20,13 +20,10 @@ from transformers.image_utils import load_image
 from transformers.utils import cached_file
 
 from .ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
-from .schema_unimp import TASKS
+from .schema_unimp import INTERACTION_FIELDS, check_task, item_id_of
 
 REQUEST_FIELDS = ("history", "task", "query", "target", "candidates")
 """Keys of a request dict; `task`, `query`, `target` and `candidates` override the call's keyword arguments."""
-
-INTERACTION_KEYS = ("rating", "review", "summary", "explanation", "timestamp", "user_id")
-"""Keys of a history entry that describe the user's interaction, which a target to rate must not carry."""
 
 URL_PREFIXES = ("http://", "https://", "data:image/")
 
@@ -37,12 +34,6 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value}.")
     return value
-
-
-def _check_task(task: Any) -> str:
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}.")
-    return task
 
 
 def _slot_subsets(slot_ids: Sequence[int]) -> list[tuple[int, ...]]:
@@ -111,7 +102,7 @@ class PersonalizationPipeline(Pipeline):
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """Check the call's parameters (errors here concern every request) and route them to the three steps."""
         if task is not None:
-            _check_task(task)
+            check_task(task)
         for name, value in (("top_k", top_k), ("num_selected", num_selected), ("num_beams", num_beams),
                             ("max_new_tokens", max_new_tokens), ("num_images", num_images)):
             if value is not None:
@@ -197,7 +188,7 @@ class PersonalizationPipeline(Pipeline):
         unknown = sorted(set(request) - set(REQUEST_FIELDS))
         if unknown:
             raise ValueError(f"Unknown request field(s) {unknown}; a request may have {', '.join(REQUEST_FIELDS)}.")
-        task = _check_task(request.get("task", task))
+        task = check_task(request.get("task", task))
         sample: dict[str, Any] = {"task": task, "history": self._item_references(request.get("history"), "history")}
         if task in ("search", "generate_image"):
             sample["query"] = self._query(request.get("query", query), task)
@@ -260,7 +251,7 @@ class PersonalizationPipeline(Pipeline):
             raise ValueError("Task 'rate_explain' needs a `target`: the item id (or item dict) to rate.")
         reference = self._item_reference(target, "target")
         reference = {"item_id": reference} if isinstance(reference, str) else reference
-        return {key: value for key, value in reference.items() if key not in INTERACTION_KEYS}
+        return {key: value for key, value in reference.items() if key not in INTERACTION_FIELDS}
 
     def _candidates(self, candidates: Any) -> list[str | dict[str, Any]]:
         if candidates is None:
@@ -383,10 +374,6 @@ class PersonalizationPipeline(Pipeline):
     def _item(self, item_id: str, score: float) -> dict[str, Any]:
         return {"item_id": item_id, "score": score, "title": self._titles.get(item_id)}
 
-    @staticmethod
-    def _item_id(reference: str | Mapping[str, Any]) -> str:
-        return reference if isinstance(reference, str) else reference["item_id"]
-
     def postprocess(
         self, outputs: dict[str, Any], top_k: int = 10, exclude_seen: bool = False, num_selected: int | None = None
     ) -> list[Any]:
@@ -398,7 +385,7 @@ class PersonalizationPipeline(Pipeline):
         if task in ("recommend", "search"):
             exclude = None
             if exclude_seen:
-                exclude = [[self._item_positions[self._item_id(h)] for h in s["history"]] for s in samples]
+                exclude = [[self._item_positions[item_id_of(h)] for h in s["history"]] for s in samples]
             ranked = rank_tokens(logits, self.processor.item_token_ids, top_k, exclude)
             return [[self._item(self.processor.item_ids[position], score) for position, score in row] for row in ranked]
         if task == "rate_explain":
@@ -408,21 +395,20 @@ class PersonalizationPipeline(Pipeline):
         return [self._selection(row, answer, sample, num_selected) for row, answer, sample in zip(logits, answers, samples)]
 
     def _rating(self, logits: torch.Tensor, generated: torch.Tensor, sample: dict[str, Any]) -> dict[str, Any]:
-        probabilities = logits[self.processor.rating_token_ids].softmax(dim=-1).tolist()
-        values = self.processor.rating_values
+        probabilities = self.processor.rating_distribution(logits).tolist()
         item_id = sample["target"]["item_id"]
         return {
             "item_id": item_id,
             "title": self._titles.get(item_id),
-            "rating": sum(value * p for value, p in zip(values, probabilities)),
-            "rating_distribution": dict(zip(values, probabilities)),
+            "rating": float(self.processor.expected_rating(logits)),
+            "rating_distribution": dict(zip(self.processor.rating_values, probabilities)),
             "explanation": self.processor.decode_explanation(generated),
         }
 
     def _selection(
         self, logits: torch.Tensor, answer: list[int] | None, sample: dict[str, Any], num_selected: int | None
     ) -> list[dict[str, Any]]:
-        candidates = [self._item_id(c) for c in sample["candidates"]]
+        candidates = [item_id_of(c) for c in sample["candidates"]]
         slot_ids = self.processor.slot_token_ids[: len(candidates)]
         probabilities = logits[slot_ids].softmax(dim=-1).tolist()
         if answer is None:

@@ -23,7 +23,8 @@ from transformers.utils import cached_file
 
 from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
 from .image_processing_unimp import load_rgb_image, make_image_processor
-from .schema_unimp import TASKS
+from .ranking_unimp import rank_tokens
+from .schema_unimp import INTERACTION_FIELDS, TASKS, check_task, item_id_of
 from .templates_unimp import TEMPLATE_TEXTS, TEMPLATES, Chunk, Entry, Layout, ResolvedSample
 from .tokenization_unimp import train_tokenizer
 from .vocabulary_unimp import (
@@ -39,7 +40,6 @@ from .vocabulary_unimp import (
 )
 
 DEFAULT_ITEM_FIELDS = ("title", "brand", "categories", "price", "description")
-INTERACTION_FIELDS = frozenset({"rating", "review", "summary", "explanation", "timestamp", "user_id"})
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
@@ -51,11 +51,6 @@ class _Tokenized:
     kinds: list[int]
     image: Any = None
     item_id: str | None = None
-
-
-def _item_id(reference: str | Mapping[str, Any]) -> Any:
-    """The item id of a history entry, target or candidate: a bare id or a dict with `item_id`."""
-    return reference if isinstance(reference, str) else reference.get("item_id")
 
 
 def cap_words(text: str, max_words: int) -> str:
@@ -245,7 +240,7 @@ class UniMPProcessor(ProcessorMixin):
 
     def _entry(self, raw: str | Mapping[str, Any], task: str, role: str) -> Entry:
         """Resolve one item reference: catalogue attributes, overridden by those given inline."""
-        item_id = _item_id(raw)
+        item_id = item_id_of(raw)
         raw = {"item_id": raw} if isinstance(raw, str) else raw
         if item_id not in self._item_index:
             raise ValueError(f"Unknown item id {item_id!r} in `{role}`: it is not in the processor's item vocabulary.")
@@ -267,16 +262,14 @@ class UniMPProcessor(ProcessorMixin):
         if not history:
             raise ValueError("The sample's `history` is empty; every task needs at least one history item.")
         if self.unknown_items == "drop":
-            history = [raw for raw in history if _item_id(raw) in self._item_index]
+            history = [raw for raw in history if item_id_of(raw) in self._item_index]
             if not history:
                 raise ValueError("No item of the sample's `history` is in the processor's item vocabulary.")
         return [self._entry(raw, task, "history") for raw in history]
 
     def resolve(self, sample: Mapping[str, Any], task: str | None = None) -> ResolvedSample:
         """Check a task sample (see README, "Data format") and resolve its item ids to entries."""
-        task = sample.get("task") or task
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}.")
+        task = check_task(sample.get("task") or task)
         query = sample.get("query")
         if task in ("search", "generate_image") and not query:
             raise ValueError(f"Task {task!r} needs a `query`.")
@@ -425,20 +418,17 @@ class UniMPProcessor(ProcessorMixin):
 
         `logits` is (B, vocab) or (vocab,); `exclude` gives per row the item ids to leave out (e.g. seen items).
         """
-        scores = logits.reshape(-1, logits.shape[-1])[:, self.item_token_ids].float().clone()
-        for row, item_ids in enumerate(exclude or ()):
-            seen = [self._item_index[item_id] for item_id in item_ids if item_id in self._item_index]
-            scores[row, seen] = float("-inf")
-        k = scores.shape[-1] if top_k is None else min(top_k, scores.shape[-1])
-        top = scores.topk(k, dim=-1)
-        return [
-            [self.item_ids[index] for index, score in zip(indices, values) if score != float("-inf")]
-            for indices, values in zip(top.indices.tolist(), top.values.tolist())
-        ]
+        positions = [[self._item_index[i] for i in item_ids if i in self._item_index] for item_ids in exclude or ()]
+        ranked = rank_tokens(logits, self.item_token_ids, top_k, positions)
+        return [[self.item_ids[position] for position, _ in row] for row in ranked]
+
+    def rating_distribution(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probability of each of `rating_values`: the softmax over the rating tokens' logits (..., vocab)."""
+        return logits[..., self.rating_token_ids].float().softmax(dim=-1)
 
     def expected_rating(self, logits: torch.Tensor) -> torch.Tensor:
-        """Expected rating under the softmax over the rating tokens' logits (..., vocab) -> (...)."""
-        probabilities = logits[..., self.rating_token_ids].float().softmax(dim=-1)
+        """Expected rating under `rating_distribution` (..., vocab) -> (...)."""
+        probabilities = self.rating_distribution(logits)
         return probabilities @ torch.tensor(self.rating_values, dtype=probabilities.dtype)
 
     def decode_explanation(self, token_ids: Sequence[int] | torch.Tensor) -> str:

@@ -14,6 +14,14 @@ import torch
 from transformers import LogitsProcessor
 
 
+def token_scores(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+    """The logits of the answer tokens `token_ids` in each row of `logits` `(B, vocab)` or `(vocab,)`, in fp32.
+
+    The one scoring of atomic answers (items, ratings, slots): rankings, evaluation and the pipeline all use it.
+    """
+    return logits.reshape(-1, logits.shape[-1])[:, list(token_ids)].float()
+
+
 def rank_tokens(
     logits: torch.Tensor,
     token_ids: Sequence[int],
@@ -26,7 +34,7 @@ def rank_tokens(
     not depend on what else is excluded). `exclude[b]` holds positions in `token_ids` to leave out of row `b`.
     Returns, per row, up to `top_k` `(position in token_ids, probability)` pairs, best first.
     """
-    scores = logits.reshape(-1, logits.shape[-1])[:, list(token_ids)].float()
+    scores = token_scores(logits, token_ids)
     probabilities = scores.softmax(dim=-1)
     scores = scores.clone()
     for row, positions in enumerate(exclude or ()):

@@ -40,6 +40,22 @@ INTERACTION_FEATURES = datasets.Features(
 )
 """Columns of the interactions table; any value may be None except `user_id`, `item_id`, `timestamp`."""
 
+INTERACTION_FIELDS = frozenset({"user_id", "timestamp", "rating", "review", "summary", "explanation"})
+"""Keys of a history entry that describe the user's interaction with the item, not the item itself."""
+
+
+def check_task(task: Any) -> str:
+    """`task` if it is one of `TASKS`, else a ValueError that lists them."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}.")
+    return task
+
+
+def item_id_of(reference: str | Mapping[str, Any]) -> Any:
+    """The item id of a history entry, target or candidate: a bare id, or a dict's `item_id`."""
+    return reference if isinstance(reference, str) else reference.get("item_id")
+
+
 _REQUIRED = {"items": ("item_id",), "interactions": ("user_id", "item_id", "timestamp")}
 
 

@@ -63,6 +63,9 @@ def test_export_is_a_flat_self_contained_folder(exported):
             "item_catalogue.parquet", "README.md", "handler.py", "image_tokenizer"} <= files  # fmt: skip
     assert {"configuration_unimp.py", "modeling_unimp.py", "processing_unimp.py", "pipeline_unimp.py",
             "ranking_unimp.py", "generation_unimp.py"} <= files  # fmt: skip
+    # exactly the shipped layer: no dataset builder, trainer, metric or other offline tooling file
+    assert {p.name for p in exported.glob("*.py")} == {p.name for p in export_hub.code_files()}
+    assert not {"builders.py", "trainer.py", "metrics.py", "baselines.py", "__init__.py"} & files
     config = json.loads((exported / "config.json").read_text())
     assert config["auto_map"] == export_hub.AUTO_MAP
     assert config["custom_pipelines"] == export_hub.CUSTOM_PIPELINES

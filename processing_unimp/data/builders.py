@@ -26,7 +26,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
-from ..vocabulary_unimp import shuffled_item_ids
 from .config import KEEP_EXAMPLES, BuildConfig, BuildReport
 from .files import atomic_directory
 from .images import ImageCache, download_images, validate_image_bytes
@@ -37,8 +36,6 @@ logger = logging.getLogger(__name__)
 BUNDLED_DATASETS: tuple[str, ...] = ("movielens-small", "fashion-shop")
 """Datasets shipped in `examples/data/<name>/`, loadable by name with `load_unimp_dataset`."""
 
-VOCAB_FEATURES = datasets.Features({"token_index": datasets.Value("int64"), "item_id": datasets.Value("string")})
-"""The seeded item vocabulary: item `item_id` gets the atomic token `<item_{token_index}>`."""
 
 # ----------------------------------------------------------------------------------------------------------
 # Raw readers shared by the sources
@@ -201,12 +198,6 @@ def sort_chronologically(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns="_order").reset_index(drop=True)
 
 
-def build_item_vocab(item_ids: Sequence[str], seed: int) -> list[str]:
-    """The item-id vocabulary: the sorted ids shuffled with `seed` (the processor's own shuffle), so that
-    token indices carry no order information."""
-    return shuffled_item_ids(sorted(set(item_ids)), seed)
-
-
 _OPINION = re.compile(
     r"\b(love[ds]?|like[ds]?|great|good|nice|perfect|excellent|awesome|beautiful|comfortable|cute|soft|"
     r"bad|poor|cheap|terrible|awful|disappoint\w*|broke\w*|small|large|quality|recommend\w*|fits?|worth|"
@@ -335,11 +326,9 @@ def finalize_dataset(
     ]
     item_ids = interactions["item_id"].unique().tolist()
     items = _items_table(items, item_ids, report, image_cache, dict(download_kwargs or {}))
-    vocab = build_item_vocab(item_ids, config.seed)
     tables: dict[str, datasets.Dataset] = {
         "items": _to_dataset(items, ITEM_FEATURES),
         "interactions": _to_dataset(interactions, INTERACTION_FEATURES),
-        "item_vocab": datasets.Dataset.from_dict({"token_index": list(range(len(vocab))), "item_id": vocab}, features=VOCAB_FEATURES),
     }
     tables.update(build_splits(items, interactions, config, report))
     dataset = datasets.DatasetDict(tables)
@@ -467,7 +456,7 @@ def bundled_dataset_path(name: str) -> Path:
 def load_unimp_dataset(name_or_path: str | os.PathLike, *, materialize: bool = True) -> datasets.DatasetDict:
     """Load a bundled dataset by name (`movielens-small`, `fashion-shop`) or a built one from a directory.
 
-    Returns the DatasetDict with `items`, `interactions`, `item_vocab`, `train`/`validation`/`test`
+    Returns the DatasetDict with `items`, `interactions`, `train`/`validation`/`test`
     interactions and `tasks_train`/`tasks_validation`/`tasks_test` task samples (in the CONTRACTS.md
     format unless `materialize=False`, which keeps the on-disk row-index form).
     """
@@ -479,19 +468,14 @@ def load_unimp_dataset(name_or_path: str | os.PathLike, *, materialize: bool = T
     return materialize_dataset(dataset) if materialize else dataset
 
 
-def load_bundled_dataset(name: str) -> datasets.DatasetDict:
-    """Load one of `BUNDLED_DATASETS` with its task samples in the CONTRACTS.md format."""
-    return load_unimp_dataset(bundled_dataset_path(name))
-
-
 def read_statistics(path: str | os.PathLike) -> dict[str, Any]:
     """The statistics table a build wrote next to its data."""
     return json.loads((Path(path) / "statistics.json").read_text())
 
 
 __all__ = [
-    "BUNDLED_DATASETS", "BuildConfig", "BuildReport", "build_item_vocab", "compute_statistics", "deduplicate",
-    "extract_explanation", "finalize_dataset", "iter_json_lines", "kcore_filter", "load_bundled_dataset",
+    "BUNDLED_DATASETS", "compute_statistics", "deduplicate",
+    "extract_explanation", "finalize_dataset", "iter_json_lines", "kcore_filter",
     "load_unimp_dataset", "materialize_dataset", "read_csv_table", "read_statistics", "run_builder",
     "save_unimp_dataset", "sort_chronologically", "statistics_markdown",
 ]

@@ -12,8 +12,16 @@ from pathlib import Path
 import psutil
 import torch
 
+from ..ranking_unimp import token_scores
 from .baselines import PopularityRecommender, SASRecConfig, train_sasrec
-from .evaluation import evaluate_explanations, evaluate_ranking, evaluate_rating, evaluate_selection, prompt_inputs
+from .evaluation import (
+    answer_logits,
+    evaluate_explanations,
+    evaluate_ranking,
+    evaluate_rating,
+    evaluate_selection,
+    prompt_inputs,
+)
 from .metrics import ranking_metrics, target_ranks
 from .recipe import DataArguments, ModelArguments, run_training, select_tasks
 from .trainer import UniMPTrainingArguments
@@ -131,7 +139,6 @@ class PeakMemory:
 def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, float]:
     """Exact full-ranking top-10 vs the original's 10-beam search (string-matched to items), on the same model."""
     model.eval()
-    item_tokens = torch.tensor(processor.item_token_ids)
     token_to_item = {token: item for item, token in zip(processor.item_ids, processor.item_token_ids)}
     full, beam = [], []
     timings = {}
@@ -141,7 +148,7 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
             for begin in range(0, len(samples), batch_size):
                 inputs = prompt_inputs(processor, samples[begin : begin + batch_size], model.device)
                 if method == "full_rank":
-                    logits = model(**inputs, logits_to_keep=1).logits[:, -1, item_tokens]
+                    logits = token_scores(answer_logits(model, inputs), processor.item_token_ids)
                     full += [[processor.item_ids[i] for i in row] for row in logits.topk(10).indices.tolist()]
                 else:
                     out = model.generate(**inputs, num_beams=10, num_return_sequences=10, max_new_tokens=2,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..ranking_unimp import token_scores
 from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
 
 
@@ -72,10 +73,9 @@ def evaluate_ranking(
     """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (recommend or search samples)."""
     model.eval()
     index = {item_id: i for i, item_id in enumerate(processor.item_ids)}
-    item_tokens = torch.tensor(processor.item_token_ids)
     ranks: list[int] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "ranking", accelerator):
-        scores = answer_logits(model, inputs)[:, item_tokens.to(inputs["input_ids"].device)].cpu()
+        scores = token_scores(answer_logits(model, inputs), processor.item_token_ids).cpu()
         targets = torch.tensor([index[s["target"]["item_id"]] for s in batch])
         exclude = None
         if exclude_seen:
@@ -97,7 +97,7 @@ def evaluate_rating(
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "rating", accelerator):
         logits = answer_logits(model, inputs).cpu()
         expected = processor.expected_rating(logits)
-        most_likely = values[logits[:, processor.rating_token_ids].argmax(-1)]
+        most_likely = values[processor.rating_distribution(logits).argmax(-1)]
         truth = [float(s["target"]["rating"]) for s in batch]
         records += list(zip(expected.tolist(), most_likely.tolist(), truth))
     expected, most_likely, truth = torch.tensor(_gather(records, accelerator)).T
@@ -126,10 +126,9 @@ def evaluate_selection(
 ) -> dict[str, float]:
     """Precision/recall/F1 of the most likely slot as the selected item (every sample has >= 1 positive)."""
     model.eval()
-    slot_tokens = torch.tensor(processor.slot_token_ids)
     records: list[tuple[list[str], list[str]]] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "selection", accelerator):
-        logits = answer_logits(model, inputs)[:, slot_tokens.to(inputs["input_ids"].device)].cpu()
+        logits = token_scores(answer_logits(model, inputs), processor.slot_token_ids).cpu()
         for row, sample in zip(logits, batch):
             candidates = list(sample["candidates"])
             row = row[: len(candidates)]

@@ -18,9 +18,8 @@ from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 
 from ..schema_unimp import TASKS
+from ..templates_unimp import RECONSTRUCTION
 from .evaluation import evaluate_ranking
-
-TARGET, CONTEXT = 1, 2  # token kinds written by the processor (0 = unsupervised)
 
 
 def unimp_loss(
@@ -47,7 +46,7 @@ def unimp_loss(
     if gamma:
         weight = weight * (1 - log_p.exp()).pow(gamma)
     if token_kinds is not None and context_weight != 1.0:
-        is_context = token_kinds[:, 1:].to(logits.device) == CONTEXT
+        is_context = token_kinds[:, 1:].to(logits.device) == RECONSTRUCTION
         weight = weight * torch.where(is_context, context_weight, 1.0)
     if task_ids is not None and task_weights is not None:
         weight = weight * task_weights.to(logits.device)[task_ids.to(logits.device)].unsqueeze(-1)
