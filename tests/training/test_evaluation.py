@@ -10,7 +10,7 @@ import torch
 from processing_unimp.training.evaluation import answer_logits, evaluate_ranking, prompt_inputs
 from processing_unimp.training.trainer import unimp_for_processor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ranking_metrics_match_the_processor_ranking(processor):

@@ -14,7 +14,7 @@ from processing_unimp.data.builders import BUNDLED_DATASETS, bundled_dataset_pat
 from processing_unimp.data.splits import TASK_SAMPLE_FEATURES
 from processing_unimp.schema_unimp import INTERACTION_FEATURES, ITEM_FEATURES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 
 

@@ -134,7 +134,7 @@ def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, cap
     output = tmp_path / "export"
     output.mkdir()
     (output / "stale.txt").write_text("from an older export")
-    spec = importlib.util.spec_from_file_location("export_script", Path(__file__).parents[1] / "examples/export_hub.py")
+    spec = importlib.util.spec_from_file_location("export_script", Path(__file__).parents[2] / "examples/export_hub.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main(["--model", str(trained_model_dir), "--output", str(output), "--card", "unimp-3b",
