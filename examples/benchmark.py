@@ -1,11 +1,14 @@
-"""Benchmark UniMP against Popularity and SASRec, with ablations, under one protocol; and full ranking vs beam search.
+"""Benchmark UniMP against Popularity, ItemKNN, content and SASRec baselines under one protocol.
 
+    python examples/benchmark.py --dataset movielens-small --baselines-only --output-dir runs/benchmark
     python examples/benchmark.py --dataset fashion-shop --output-dir runs/benchmark
+    python examples/benchmark.py --dataset fashion-shop --export-recbole runs/recbole   # RecBole atomic files
 
-Protocol: leave-one-out by time (the bundled datasets' split); every model ranks the whole catalogue for each test
-user from the same history (the test sample's last `max_history_items` items), the target never removed, seen
-items not filtered. Checkpoints (UniMP) and epochs (SASRec) are chosen on validation NDCG@10; test is scored once.
-Writes `benchmark.json` (merged with an existing one, dataset by dataset), `benchmark.md` and `benchmark.png`.
+Protocol (`processing_unimp.training.protocol`): leave-one-out by time; every model gets each user's whole earlier
+history and ranks the whole catalogue; items the user interacted with are excluded (`--keep-seen` keeps them),
+the target never; ties count against the target, NaN ranks last; UniMP checkpoints and SASRec epochs are chosen
+on all validation users; test is scored once. Writes `benchmark.json` (merged with an existing one, dataset by
+dataset; the protocol, seed and torch thread count in it), `benchmark.md` and `benchmark.png`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from processing_unimp.data.builders import load_unimp_dataset
-from processing_unimp.training.benchmark import VARIANTS, markdown, plot, ranking_speed, run_baselines, run_unimp
-from processing_unimp.training.recipe import select_tasks
+from processing_unimp.data.recbole import export_recbole
+from processing_unimp.training.benchmark import (
+    VARIANTS,
+    markdown,
+    plot,
+    ranking_speed,
+    reference_rows,
+    run_baselines,
+    run_unimp,
+)
+from processing_unimp.training.protocol import LeaveOneOut, protocol_text
 
 
 def main() -> None:
@@ -24,35 +38,44 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion-shop")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"UniMP variants among {list(VARIANTS)}")
+    parser.add_argument("--baselines-only", action="store_true", help="score the baselines only (no UniMP run)")
+    parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
+    parser.add_argument("--export-recbole", type=Path, metavar="DIR", help="write RecBole atomic files and stop")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--max-steps", type=int, default=400)
-    parser.add_argument("--eval-users", type=int, default=300, help="validation users ranked per evaluation")
-    parser.add_argument("--test-users", type=int, default=None, help="test users (default: all)")
-    parser.add_argument("--sasrec-epochs", type=int, default=100)
+    parser.add_argument("--eval-users", type=int, default=None, help="validation users per evaluation (all)")
+    parser.add_argument("--test-users", type=int, default=None, help="UniMP test users (default: all)")
+    parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; SASRec stops early on validation")
     parser.add_argument("--speed-users", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(f"seed {args.seed}, torch threads {torch.get_num_threads()}")
 
     data = load_unimp_dataset(args.dataset)
-    test = list(select_tasks(data["tasks_test"], ["recommend"], args.test_users))
-    validation = list(select_tasks(data["tasks_validation"], ["recommend"], args.eval_users))
+    if args.export_recbole:
+        print(f"RecBole dataset written to {export_recbole(data, args.export_recbole, Path(args.dataset).name)}")
+        return
+    torch.manual_seed(args.seed)
+    exclude_seen = not args.keep_seen
+    split = LeaveOneOut.from_dataset(data)
     models, speed = {}, None
-    for variant in [v for v in args.variants.split(",") if v]:
+    variants = [] if args.baselines_only else [v for v in args.variants.split(",") if v]
+    for variant in variants:
         metrics, model, processor, _ = run_unimp(args.dataset, variant, args.output_dir, args.preset, args.max_steps,
-                                                 args.eval_users, args.test_users, tasks_metrics=variant == "unimp")
+                                                 args.eval_users, args.test_users, tasks_metrics=variant == "unimp",
+                                                 exclude_seen=exclude_seen)
         models[variant] = metrics
         if variant == "unimp":
-            speed = ranking_speed(model, processor, test[: args.speed_users])
-            item_ids = processor.item_ids
-    item_ids = list(data["items"]["item_id"]) if speed is None else item_ids
-    models.update(run_baselines(data, item_ids, validation, test, args.sasrec_epochs))
+            speed = ranking_speed(model, processor, split.samples("test")[: args.speed_users])
+    models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
+    models.update(reference_rows(args.dataset))
 
     output = args.output_dir / "benchmark.json"
     results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
     results["datasets"][args.dataset] = {
-        "protocol": (f"leave-one-out by time; exact full ranking over {len(item_ids)} items; "
-                     f"{len(test)} test users; no seen-item filtering; UniMP `{args.preset}` trained "
-                     f"{args.max_steps} steps, checkpoint chosen on validation NDCG@10"),
-        "models": models,
+        "protocol": protocol_text(split.num_items, len(split.test), exclude_seen)
+        + (f"; UniMP `{args.preset}` trained {args.max_steps} steps" if variants else ""),
+        "seed": args.seed, "torch_threads": torch.get_num_threads(), "models": models,
     }
     if speed is not None:
         results["speed"] = speed

@@ -30,7 +30,7 @@ from processing_unimp.generation_unimp import image_grid
 from processing_unimp.training.benchmark import markdown, plot, ranking_speed, run_baselines, run_unimp
 from processing_unimp.training.image_generation import evaluate_generation
 from processing_unimp.training.image_tokenizer import train_image_tokenizer
-from processing_unimp.training.recipe import select_tasks
+from processing_unimp.training.protocol import LeaveOneOut, protocol_text
 
 RANKING_TASKS = "recommend,search,rate_explain,select"
 
@@ -39,8 +39,8 @@ def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[d
     """Train the UniMP `runs` (variant -> train.py data overrides) and the baselines on one bundled dataset."""
     print(f"\n== {name} ==\n{(bundled_dataset_path(name) / 'statistics.md').read_text()}")
     data = load_unimp_dataset(name)
-    test = list(select_tasks(data["tasks_test"], ["recommend"], args.test_users))
-    validation = list(select_tasks(data["tasks_validation"], ["recommend"], args.eval_users))
+    split = LeaveOneOut.from_dataset(data)
+    test = split.samples("test")[: args.test_users]
     models, trained = {}, {}
     for variant, overrides in runs.items():
         metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.max_steps,
@@ -48,12 +48,10 @@ def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[d
         models[variant] = metrics
         if variant == "unimp":  # the model the rest of the quickstart uses; ablations are only scored
             trained[variant] = (model, processor, data, test)
-    item_ids = trained["unimp"][1].item_ids
-    models.update(run_baselines(data, item_ids, validation, test, args.sasrec_epochs))
+    models.update(run_baselines(data, split, sasrec_epochs=args.sasrec_epochs))
     block = {
-        "protocol": (f"leave-one-out by time; exact full ranking over {len(item_ids)} items; {len(test)} test users; "
-                     f"UniMP `small` trained {args.max_steps} steps on {runs['unimp'].get('tasks', RANKING_TASKS)}, "
-                     "checkpoint chosen on validation NDCG@10; SASRec epochs chosen on validation"),
+        "protocol": protocol_text(split.num_items, len(test), exclude_seen=True)
+        + f"; UniMP `small` trained {args.max_steps} steps on {runs['unimp'].get('tasks', RANKING_TASKS)}",
         "statistics": read_statistics(bundled_dataset_path(name)),
         "models": models,
     }
@@ -77,8 +75,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     parser.add_argument("--max-steps", type=int, default=150, help="training steps of each UniMP run")
     parser.add_argument("--tokenizer-epochs", type=int, default=4, help="epochs of the VQ image tokenizer")
-    parser.add_argument("--sasrec-epochs", type=int, default=30)
-    parser.add_argument("--eval-users", type=int, default=200, help="validation users ranked per evaluation")
+    parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; SASRec stops early on validation")
+    parser.add_argument("--eval-users", type=int, default=None, help="validation users per evaluation (all)")
     parser.add_argument("--test-users", type=int, default=None, help="test users per dataset (default: all)")
     parser.add_argument("--image-users", type=int, default=60, help="test users for image generation")
     args = parser.parse_args()

@@ -17,7 +17,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from processing_unimp.training.evaluation import evaluate_ranking
-from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training, select_tasks
+from processing_unimp.training.protocol import recommend_samples
+from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training
 from processing_unimp.training.trainer import UniMPTrainingArguments
 
 
@@ -37,7 +38,7 @@ def parse_args():
 def main() -> None:
     model_args, data_args, training_args = parse_args()
     trainer, processor, data = run_training(model_args, data_args, training_args)
-    test = select_tasks(data["tasks_test"], ["recommend"], data_args.max_test_users)
+    test = recommend_samples(data, processor.item_ids, "test", data_args.max_test_users)
     metrics = evaluate_ranking(trainer.model, processor, list(test), batch_size=training_args.per_device_eval_batch_size,
                                accelerator=trainer.accelerator)
     if trainer.is_world_process_zero():

@@ -5,15 +5,25 @@ Not shipped to the Hub.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
 
+from ..data.builders import bundled_dataset_path
 from ..ranking_unimp import token_scores
-from .baselines import PopularityRecommender, SASRecConfig, train_sasrec
+from .baselines import (
+    ContentRecommender,
+    ItemKNN,
+    PopularityRecommender,
+    SASRecConfig,
+    SASRecRecommender,
+    content_vectors,
+)
 from .evaluation import (
     answer_logits,
     evaluate_explanations,
@@ -22,7 +32,7 @@ from .evaluation import (
     evaluate_selection,
     prompt_inputs,
 )
-from .metrics import ranking_metrics, target_ranks
+from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples
 from .recipe import DataArguments, ModelArguments, run_training, select_tasks
 from .trainer import UniMPTrainingArguments
 
@@ -35,36 +45,58 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-gamma0": ({}, {"gamma": 0.0}),
     "unimp-single-task": ({"tasks": "recommend"}, {}),
 }
-HEADLINE = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20")
+HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
 
-def history_indices(samples, index: dict[str, int]) -> list[list[int]]:
-    return [[index[h["item_id"]] for h in sample["history"]] for sample in samples]
+def baseline_models(data, split: LeaveOneOut, sasrec_epochs: int = 300, seed: int = 0) -> dict[str, Any]:
+    """The baselines of the benchmark, unfitted, for `split`'s catalogue: content rows only where the items have
+    the content (fashion-shop: text, images, both; movielens-small: text)."""
+    items = data["items"]
+    position = {item_id: row for row, item_id in enumerate(items["item_id"])}
+    items = items.select([position[item_id] for item_id in split.item_ids])  # rows in the split's item order
+    has_images = "image" in items.column_names and any(image is not None for image in items["image"])
+    content = {"content-text": ("text",)}
+    if has_images:
+        content.update({"content-image": ("image",), "content": ("text", "image")})
+    models: dict[str, Any] = {"popularity": PopularityRecommender(split.num_items), "itemknn": ItemKNN(split.num_items)}
+    models.update({name: ContentRecommender(content_vectors(items, fields)) for name, fields in content.items()})
+    models["sasrec"] = SASRecRecommender(SASRecConfig(num_items=split.num_items, max_epochs=sasrec_epochs, seed=seed))
+    return models
 
 
-def score_baseline(scorer, samples, index: dict[str, int]) -> dict[str, float]:
-    """Exact ranking metrics of a baseline's full-catalogue scores."""
-    targets = torch.tensor([index[s["target"]["item_id"]] for s in samples])
-    return ranking_metrics(target_ranks(scorer(history_indices(samples, index)), targets))
+def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_epochs: int = 300,
+                  seed: int = 0) -> dict[str, dict]:
+    """Fit every baseline on the train split (SASRec early-stopped on all validation users) and score it once on
+    test under the protocol; each row carries its train seconds (SASRec: epochs and seconds per epoch too)."""
+    rows = {}
+    train = list(split.train.values())
+    for name, model in baseline_models(data, split, sasrec_epochs, seed).items():
+        start = time.perf_counter()
+        if isinstance(model, SASRecRecommender):
+            model.fit(train, validation=lambda m: evaluate_scorer(m, split, "validation", exclude_seen)["NDCG@10"])
+        else:
+            model.fit(train)
+        seconds = time.perf_counter() - start
+        rows[name] = {**evaluate_scorer(model, split, "test", exclude_seen), "train_seconds": seconds}
+        if isinstance(model, SASRecRecommender):
+            best = max(model.history, key=lambda r: r["validation"])
+            rows[name].update({"epochs": len(model.history), "best_epoch": best["epoch"],
+                               "validation_NDCG@10": best["validation"],
+                               "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
+    return rows
 
 
-def run_baselines(data, item_ids: list[str], validation, test, sasrec_epochs: int) -> dict[str, dict]:
-    """Popularity and SASRec (cross-entropy over the full catalogue), trained on the train split."""
-    index = {item_id: i for i, item_id in enumerate(item_ids)}
-    sequences: dict[str, list[int]] = {}
-    for user, item in zip(data["train"]["user_id"], data["train"]["item_id"]):
-        sequences.setdefault(user, []).append(index[item])
-    popularity = PopularityRecommender(len(item_ids)).fit(list(sequences.values()))
-    start = time.perf_counter()
-    sasrec = train_sasrec(
-        list(sequences.values()), SASRecConfig(num_items=len(item_ids)), epochs=sasrec_epochs,
-        validation=lambda model: score_baseline(model.score, validation, index)["NDCG@10"],
-    )
-    sasrec_seconds = time.perf_counter() - start
-    return {
-        "popularity": score_baseline(popularity.score, test, index),
-        "sasrec": {**score_baseline(sasrec.score, test, index), "train_seconds": sasrec_seconds},
-    }
+def reference_rows(dataset: str) -> dict[str, dict]:
+    """Reference rows shipped with a bundled dataset (`reference_rows.json`: e.g. fashion-shop's oracle, which
+    reads the generator's hidden taste and is no model), labelled as such; none when the dataset has none."""
+    folder = Path(dataset) if Path(dataset).is_dir() else bundled_dataset_path(dataset)
+    path = folder / "reference_rows.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())
+    rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
+    return {f"reference: {row.get('label', name)}": row for name, row in (rows.items() if isinstance(rows, dict)
+                                                                         else enumerate(rows))}
 
 
 def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
@@ -88,16 +120,18 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, m
     return model_args, data_args, training_args
 
 
-def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
-              test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, **data_overrides):
+def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int | None,
+              test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, exclude_seen: bool = True,
+              **data_overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
     args = unimp_arguments(dataset, variant, output_dir, preset, max_steps, eval_users, **data_overrides)
     start = time.perf_counter()
     trainer, processor, data = run_training(*args)
     seconds = time.perf_counter() - start
     model = trainer.model
-    test = list(select_tasks(data["tasks_test"], ["recommend"], test_users))
-    metrics = {**evaluate_ranking(model, processor, test), "train_seconds": seconds, "train_steps": max_steps}
+    test = recommend_samples(data, processor.item_ids, "test", test_users)
+    metrics = {**evaluate_ranking(model, processor, test, exclude_seen=exclude_seen), "train_seconds": seconds,
+               "train_steps": max_steps}
     available = set(data["tasks_test"]["task"])
     if tasks_metrics:  # the other tasks on the first `task_users` test users each
         samples = {task: list(select_tasks(data["tasks_test"], [task], task_users))
@@ -176,10 +210,12 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
 def markdown(results: dict) -> str:
     lines = []
     for name, block in results["datasets"].items():
-        lines += [f"### {name}", "", block["protocol"], "", "| model | " + " | ".join(HEADLINE) + " |",
-                  "|---|" + "---|" * len(HEADLINE)]
+        lines += [f"### {name}", "", block["protocol"], "", "| model | " + " | ".join(HEADLINE) + " | NDCG@10 s.e. | "
+                  "train s |", "|---|" + "---|" * (len(HEADLINE) + 2)]
         for model, metrics in block["models"].items():
-            lines.append(f"| {model} | " + " | ".join(f"{metrics[k]:.4f}" for k in HEADLINE) + " |")
+            cells = [f"{metrics[k]:.4f}" if k in metrics else "–" for k in (*HEADLINE, "NDCG@10_se")]
+            seconds = f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "–"
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds} |")
         lines.append("")
     if "image_generation" in results:
         lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",

@@ -14,7 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ranking_unimp import token_scores
+from ..schema_unimp import item_id_of
 from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
+from .protocol import seen_mask
 
 
 def _shard(samples: Sequence[Mapping[str, Any]], accelerator) -> list[Mapping[str, Any]]:
@@ -67,10 +69,14 @@ def evaluate_ranking(
     processor,
     samples: Sequence[Mapping[str, Any]],
     batch_size: int = 32,
-    exclude_seen: bool = False,
+    exclude_seen: bool = True,
     accelerator=None,
 ) -> dict[str, float]:
-    """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (recommend or search samples)."""
+    """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (recommend or search samples).
+
+    As `protocol.evaluate_scorer`: the sample's history items are excluded from the ranking unless `exclude_seen`
+    is False (give the full history, e.g. `LeaveOneOut.samples`, so that every seen item is excluded).
+    """
     model.eval()
     index = {item_id: i for i, item_id in enumerate(processor.item_ids)}
     ranks: list[int] = []
@@ -79,10 +85,8 @@ def evaluate_ranking(
         targets = torch.tensor([index[s["target"]["item_id"]] for s in batch])
         exclude = None
         if exclude_seen:
-            exclude = torch.zeros_like(scores, dtype=torch.bool)
-            for row, sample in enumerate(batch):
-                seen = [index[h["item_id"]] for h in sample["history"] if h["item_id"] in index]
-                exclude[row, seen] = True
+            histories = [[index[item_id_of(h)] for h in sample["history"] if item_id_of(h) in index] for sample in batch]
+            exclude = seen_mask(histories, len(index))
         ranks += target_ranks(scores, targets, exclude).tolist()
     return ranking_metrics(torch.tensor(_gather(ranks, accelerator)))
 

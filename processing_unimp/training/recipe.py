@@ -18,6 +18,7 @@ from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from processing_unimp.processing_unimp import UniMPProcessor
 from processing_unimp.schema_unimp import TASKS
+from processing_unimp.training.protocol import recommend_samples
 from processing_unimp.training.trainer import (
     UniMPTrainer,
     UniMPTrainingArguments,
@@ -73,7 +74,9 @@ class DataArguments:
         metadata={"help": "Keep every recommend training window of a user. By default only the latest is kept: "
                           "context reconstruction already supervises every earlier item of that window."},
     )
-    max_eval_users: int | None = field(default=300, metadata={"help": "Validation users ranked per evaluation."})
+    max_eval_users: int | None = field(
+        default=None, metadata={"help": "Validation users ranked per evaluation (default all: selection on a few "
+                                        "hundred users is noise)."})
     max_test_users: int | None = field(default=None, metadata={"help": "Test users ranked at the end (all)."})
     max_eval_loss_samples: int = field(
         default=64, metadata={"help": "Validation samples whose loss is logged at each evaluation (ranking uses more)."}
@@ -205,7 +208,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples),
         data_collator=processor,
         processing_class=processor,
-        ranking_samples=list(select_tasks(data["tasks_validation"], ["recommend"], data_args.max_eval_users)),
+        ranking_samples=recommend_samples(data, processor.item_ids, "validation", data_args.max_eval_users),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()

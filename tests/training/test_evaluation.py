@@ -18,7 +18,7 @@ def test_ranking_metrics_match_the_processor_ranking(processor):
     model = unimp_for_processor("tiny", processor).eval()
     samples = [{"task": "recommend", "user_id": "u", "history": ["A1", "C3"], "target": {"item_id": target}}
                for target in processor.item_ids]
-    metrics = evaluate_ranking(model, processor, samples, batch_size=2)
+    metrics = evaluate_ranking(model, processor, samples, batch_size=2, exclude_seen=False)
     ranked = processor.rank_items(answer_logits(model, prompt_inputs(processor, samples[:1], "cpu")), top_k=None)[0]
     # Same history for every sample: the k-th ranked item is the target of exactly one sample, at rank k.
     assert metrics["HR@1"] == 1 / len(samples) and metrics["HR@5"] == 1.0 and metrics["num_users"] == len(samples)

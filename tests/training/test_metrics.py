@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from processing_unimp.training.metrics import (
-    corpus_bleu,
     ranking_metrics,
     rating_metrics,
-    rouge_scores,
     selection_metrics,
+    text_metrics,
     target_ranks,
 )
 
@@ -31,20 +30,28 @@ def test_ranking_metrics_from_ranks():
     assert metrics["HR@20"] == 1.0 and metrics["NDCG@20"] == pytest.approx((1 + 0.5 + 1 / math.log2(12)) / 3)
 
 
-def test_bleu_by_hand():
-    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
+def test_text_metrics_are_the_libraries_published_figures_use():
+    """sacrebleu corpus BLEU (13a tokens, exp smoothing) and rouge-score F1 with stemming, pinned on known pairs."""
+    assert text_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])["BLEU-4"] == pytest.approx(1.0)
     # p1..p4 = 6/7, 5/6, 4/5, 3/4; the hypothesis is longer, so no brevity penalty.
-    assert corpus_bleu(["the cat sat on the mat today"], ["the cat sat on the mat"]) == pytest.approx((3 / 7) ** 0.25)
-    assert corpus_bleu(["the cat"], ["the cat sat on"], max_n=1) == pytest.approx(math.exp(-1))
-    assert corpus_bleu(["the cat sat on the mat"], ["the cat is on the mat"], max_n=1) == pytest.approx(5 / 6)
-    assert corpus_bleu(["the cat sat on the mat"], ["the cat is on the mat"]) == 0.0  # no 4-gram in common
+    assert text_metrics(["the cat sat on the mat today"], ["the cat sat on the mat"])["BLEU-4"] == pytest.approx((3 / 7) ** 0.25)
+    short = text_metrics(["the cat"], ["the cat sat on"])
+    assert short["BLEU-1"] == pytest.approx(math.exp(-1)) and short["ROUGE-1"] == pytest.approx(2 / 3)
+    scores = text_metrics(["a b c d"], ["a c d e"])
+    assert scores["BLEU-1"] == pytest.approx(0.75) and scores["ROUGE-1"] == pytest.approx(0.75)
+    assert scores["ROUGE-2"] == pytest.approx(1 / 3) and scores["ROUGE-L"] == pytest.approx(0.75)
+    stemmed = text_metrics(["The cats are running"], ["the cat runs"])
+    assert stemmed["BLEU-1"] == 0.0 and stemmed["ROUGE-1"] == pytest.approx(6 / 7)
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        text_metrics(["a", "b"], ["a"])
 
 
-def test_rouge_by_hand():
-    scores = rouge_scores(["a b c d"], ["a c d e"])
-    assert scores["ROUGE-1"] == pytest.approx(0.75)
-    assert scores["ROUGE-2"] == pytest.approx(1 / 3)
-    assert scores["ROUGE-L"] == pytest.approx(0.75)
+def test_nan_scores_rank_last_and_exclusion_never_removes_the_target():
+    scores = torch.tensor([[float("nan")] * 4, [0.1, float("nan"), 0.3, 0.2]])
+    assert target_ranks(scores, torch.tensor([0, 3])).tolist() == [4, 2]
+    exclude = torch.tensor([[True, True, False, False], [False, False, True, True]])
+    assert target_ranks(torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.0, 0.1, 0.9, 0.5]]), torch.tensor([1, 3]), exclude).tolist() == [1, 1]
+    assert ranking_metrics(torch.tensor([1, 1]))["NDCG@10_se"] == 0.0
 
 
 def test_rating_and_selection_metrics():
