@@ -389,9 +389,11 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        model.apply_trainable_policy()
-        return model
+        """Load as transformers does (a `(model, loading_info)` pair with `output_loading_info=True`), then apply
+        the trainable-parameter policy: loading replaces parameters, dropping their flags and gradient hooks."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).apply_trainable_policy()
+        return loaded
 
     @classmethod
     def from_vision_text_pretrained(cls, vision_model_name_or_path: str, text_model_name_or_path: str,

@@ -1,0 +1,119 @@
+"""transformers-style model tests of UniMP: a tester builds tiny configs and inputs, the tests check the library's
+contracts (loading, tuple outputs, caches, parallel plans, resizing, gradients, the multimodal API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
+
+TEXT_FAMILIES = ["llama", "gpt_neox", "gpt2", "qwen2"]
+
+
+class UniMPModelTester:
+    """Tiny UniMP configs (the `tiny` preset) and a left-padded batch of two histories, one of them with a padding
+    image slot."""
+
+    image_token_id, end_of_chunk_token_id, answer_token_id = 10, 11, 12
+    image_size = 16
+
+    def __init__(self, family: str = "llama", **config_overrides: Any):
+        self.family = family
+        self.config_overrides = config_overrides
+
+    def get_config(self, **overrides: Any) -> UniMPConfig:
+        overrides = {**self.config_overrides, **overrides}
+        text = {"model_type": self.family, **overrides.pop("text_config", {})}
+        if self.family == "qwen2":
+            text["layer_types"] = ["full_attention", "full_attention"]
+        return UniMPConfig.from_preset(
+            "tiny", text_config=text, image_token_id=self.image_token_id,
+            end_of_chunk_token_id=self.end_of_chunk_token_id, answer_token_id=self.answer_token_id, **overrides,
+        )  # fmt: skip
+
+    def history(self, num_items: int) -> list[int]:
+        """`<bos>` + item chunks `<image> t t <eoc>` + a task tail."""
+        ids = [1]
+        for i in range(num_items):
+            ids += [self.image_token_id, 40 + i, 50 + i, self.end_of_chunk_token_id]
+        return ids + [30, 31, self.answer_token_id, 32]
+
+    def prepare_inputs(self) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)
+        rows = [self.history(2), self.history(1)]
+        width = max(map(len, rows))
+        input_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": torch.randn(2, 2, 3, self.image_size, self.image_size),
+            "image_mask": torch.tensor([[True, True], [True, False]]),
+        }
+
+    def labels(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+
+    def create_model(self, open_gates: bool = True, **overrides: Any) -> UniMPForConditionalGeneration:
+        """A model in eval mode; `open_gates` sets every gate to 1 so that images change the output."""
+        torch.manual_seed(0)
+        model = UniMPForConditionalGeneration(self.get_config(**overrides)).eval()
+        if open_gates:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if name.endswith("_gate"):
+                        param.fill_(1.0)
+        return model
+
+
+# ----- 1. loading -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_from_pretrained_with_loading_info_reports_no_missing_or_unexpected_keys(family, tmp_path):
+    tester = UniMPModelTester(family)
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    model.save_pretrained(tmp_path)
+    loaded, info = UniMPForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(loaded, UniMPForConditionalGeneration)
+    assert {key: list(value) for key, value in info.items()} == {
+        "missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []
+    }  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**inputs).logits, model(**inputs).logits)
+
+
+def test_from_pretrained_with_loading_info_applies_the_trainable_policy(tmp_path):
+    tester = UniMPModelTester(freeze_language_model=True, freeze_vision_tower=True)
+    model = tester.create_model()
+    model.resize_token_embeddings(300)
+    model.save_pretrained(tmp_path)
+    loaded, _ = UniMPForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert {n: p.requires_grad for n, p in loaded.named_parameters()} == {
+        n: p.requires_grad for n, p in model.named_parameters()
+    }
+    ids = torch.tensor([[1, tester.image_token_id, 280, tester.end_of_chunk_token_id, 30, 290]])
+    loaded(input_ids=ids, pixel_values=torch.randn(1, 1, 3, 16, 16), labels=ids).loss.backward()
+    grad = loaded.get_input_embeddings().weight.grad
+    assert grad[:256].abs().sum() == 0 and grad[290].abs().sum() > 0  # the row hooks came back too
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_safetensors_round_trip_keeps_tied_weights_tied(tied, tmp_path):
+    tester = UniMPModelTester(text_config={"tie_word_embeddings": tied})
+    model = tester.create_model()
+    model.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        saved = set(f.keys())
+    assert "language_model.model.embed_tokens.weight" in saved
+    assert ("language_model.lm_head.weight" in saved) is not tied  # a tied matrix is stored once
+    loaded = UniMPForConditionalGeneration.from_pretrained(tmp_path).eval()
+    head, embeddings = loaded.get_output_embeddings().weight, loaded.get_input_embeddings().weight
+    assert (head is embeddings) is tied
+    torch.testing.assert_close(head, model.get_output_embeddings().weight)
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
