@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_unimp import UniMPConfig
 
@@ -471,6 +472,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             )
 
     # ----- forward ----------------------------------------------------------------------------------------------------
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -489,7 +491,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         token_kinds: torch.Tensor | None = None,
         task_ids: torch.Tensor | None = None,
         **kwargs,
-    ) -> UniMPCausalLMOutputWithPast:
+    ) -> UniMPCausalLMOutputWithPast | tuple:
         r"""
         pixel_values (`(B, N, 3, H, W)`), image_mask (`(B, N)` bool): the images of each row, padded along N.
         image_features (`(B, N, P, D)`): precomputed `get_image_features` output, instead of `pixel_values`.
@@ -543,6 +545,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             media_latents=media_latents,
             media_attention_mask=media_attention_mask,
+            return_dict=True,
             **kwargs,
         )
         loss = None

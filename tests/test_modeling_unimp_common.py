@@ -70,6 +70,17 @@ class UniMPModelTester:
         return model
 
 
+def flat_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor of a (nested) model output, in order; caches contribute their key and value tensors."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if hasattr(output, "layers"):  # a Cache
+        return [t for layer in output.layers for t in (layer.keys, layer.values)]
+    if isinstance(output, dict):
+        output = output.to_tuple() if hasattr(output, "to_tuple") else tuple(output.values())
+    return [t for item in output for t in flat_tensors(item)]
+
+
 # ----- 1. loading -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", TEXT_FAMILIES)
 def test_from_pretrained_with_loading_info_reports_no_missing_or_unexpected_keys(family, tmp_path):
@@ -117,3 +128,22 @@ def test_safetensors_round_trip_keeps_tied_weights_tied(tied, tmp_path):
     inputs = tester.prepare_inputs()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+
+# ----- 2. tuple outputs -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_return_dict_false_gives_the_dict_output_as_a_tuple(family):
+    tester = UniMPModelTester(family)
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    inputs.update(labels=tester.labels(inputs), use_cache=True, output_hidden_states=True)
+    with torch.no_grad():
+        as_dict = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
+        model.config.return_dict = False
+        from_config = model(**inputs)
+    for output in (as_tuple, from_config):
+        assert isinstance(output, tuple)
+        torch.testing.assert_close(output[0], as_dict.loss)
+        torch.testing.assert_close(output[1], as_dict.logits)
+        torch.testing.assert_close(flat_tensors(output), flat_tensors(as_dict))
