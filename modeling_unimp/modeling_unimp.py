@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_unimp import UniMPConfig
@@ -37,7 +39,7 @@ class UniMPCausalLMOutputWithPast(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    cache: Any | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     media_latents: torch.FloatTensor | None = None
@@ -471,8 +473,45 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 "one <image> token, in the same order."
             )
 
+    def _check_text_only(self, input_ids: torch.Tensor, media_attention_mask: torch.Tensor | None) -> None:
+        """Without images, no token may be an `<image>` or see an image: nothing would silently drop them."""
+        if media_attention_mask is not None and media_attention_mask.any():
+            raise ValueError(
+                "media_attention_mask lets tokens see images, but no pixel_values, image_features or media_latents "
+                "were given. A cache holds no images: pass the first call's media_latents."
+            )
+        if self.config.image_token_id is not None:
+            self._check_images(input_ids, torch.zeros(input_ids.shape[0], 0, dtype=torch.bool))
+
+    def _media_mask_for(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        image_mask: torch.Tensor,
+        media_attention_mask: torch.Tensor | None,
+        continuing: bool,
+    ) -> torch.Tensor:
+        """The `(B, T, N)` media mask of the tokens fed now: the given one, or one built from `input_ids`."""
+        if media_attention_mask is None:
+            if continuing:
+                raise ValueError(
+                    "Continuing from a cache with images needs the new tokens' media_attention_mask: which images a "
+                    "token sees depends on the whole sequence. Pass build_media_attention_mask(all_input_ids, "
+                    "config, image_mask)[:, -num_new_tokens:], as generate does."
+                )
+            self._check_images(input_ids, image_mask)
+            return build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
+        expected = (*input_ids.shape, image_mask.shape[1])
+        if tuple(media_attention_mask.shape) != expected:
+            raise ValueError(
+                f"media_attention_mask must have shape (batch, tokens fed now, num_images) = {expected}; "
+                f"got {tuple(media_attention_mask.shape)}."
+            )
+        return media_attention_mask
+
     # ----- forward ----------------------------------------------------------------------------------------------------
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -483,7 +522,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         media_latents: torch.FloatTensor | None = None,
         media_attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        cache: Any | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -497,6 +536,9 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         image_features (`(B, N, P, D)`): precomputed `get_image_features` output, instead of `pixel_values`.
         media_latents (`(B, N, L, D)`): resampled latents, instead of either (used by `generate` after step 1).
         media_attention_mask (`(B, T, N)`): which images each token sees; built from `input_ids` when omitted.
+        cache (or the deprecated `past_key_values`): the LM's KV cache. It holds no images: to continue a sequence
+            whose tokens see images, pass the first call's `media_latents` and the new tokens' `media_attention_mask`
+            (the last rows of `build_media_attention_mask` over the whole sequence), as `generate` does.
         token_kinds, task_ids: ignored here; they are read by `UniMPTrainer`'s loss.
         """
         if input_ids is None:
@@ -509,16 +551,23 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             )
         if media is not None and media.shape[1] == 0:  # a batch without images
             media = media_latents = image_features = pixel_values = image_mask = None
-        if media is None and cache is None and self.config.image_token_id is not None:
-            self._check_images(input_ids, torch.zeros(input_ids.shape[0], 0, dtype=torch.bool))
-        if media is not None and image_mask is None:
-            image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
-        if media is not None and media.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}.")
-
-        if media_attention_mask is None and media is not None:
-            self._check_images(input_ids, image_mask)
-            media_attention_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
+        continuing = cache is not None and cache.get_seq_length() > 0
+        if media is None:
+            self._check_text_only(input_ids, media_attention_mask)
+        else:
+            if media.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}."
+                )
+            if continuing and media_latents is None and self.config.text_conditioned_queries:
+                raise ValueError(
+                    "With text_conditioned_queries, continuing from a cache needs the first call's media_latents: "
+                    "the queries depend on the text of whole items."
+                )
+            image_mask = _default_image_mask(media, image_mask)
+            media_attention_mask = self._media_mask_for(
+                input_ids, attention_mask, image_mask, media_attention_mask, continuing
+            )
 
         if media_latents is None and media is not None:
             if image_features is None:
@@ -566,12 +615,9 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs):
         """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now."""
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
-        image_mask = kwargs.get("image_mask")
         media = next((kwargs.get(k) for k in ("media_latents", "image_features", "pixel_values") if kwargs.get(k) is not None), None)
         if media is not None:
-            if image_mask is None:
-                image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=input_ids.device)
-                model_inputs["image_mask"] = image_mask
+            image_mask = model_inputs["image_mask"] = _default_image_mask(media, kwargs.get("image_mask"))
             self._check_images(input_ids, image_mask)
             full_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
             model_inputs["media_attention_mask"] = full_mask[:, -model_inputs["input_ids"].shape[1]:]
@@ -583,6 +629,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if outputs.media_latents is not None:
             model_kwargs["media_latents"] = outputs.media_latents
         return model_kwargs
+
+
+def _default_image_mask(media: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:
+    """The given `(B, N)` image mask, or one that marks every image slot real."""
+    if image_mask is not None:
+        return image_mask
+    return torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
 
 
 def _mask_rows_below(base: int):

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
+from modeling_unimp.modeling_unimp import build_media_attention_mask
 
 TEXT_FAMILIES = ["llama", "gpt_neox", "gpt2", "qwen2"]
 
@@ -147,3 +148,81 @@ def test_return_dict_false_gives_the_dict_output_as_a_tuple(family):
         torch.testing.assert_close(output[0], as_dict.loss)
         torch.testing.assert_close(output[1], as_dict.logits)
         torch.testing.assert_close(flat_tensors(output), flat_tensors(as_dict))
+
+
+# ----- 3. caches ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cache_argument", ["cache", "past_key_values"])
+@pytest.mark.parametrize("with_images", [True, False])
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_continuing_from_a_cache_equals_the_full_forward(family, with_images, cache_argument):
+    tester = UniMPModelTester(family)
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    if not with_images:
+        inputs = {"input_ids": inputs["input_ids"].masked_fill(inputs["input_ids"] == tester.image_token_id, 41),
+                  "attention_mask": inputs["attention_mask"]}  # fmt: skip
+    ids, new = inputs["input_ids"], 2  # the last tokens of the task tail: no <eoc> among them
+    with torch.no_grad():
+        full = model(**inputs).logits
+        images = {k: inputs[k] for k in ("pixel_values", "image_mask") if k in inputs}
+        prefix = model(input_ids=ids[:, :-new], attention_mask=inputs["attention_mask"][:, :-new], use_cache=True,
+                       **images)  # fmt: skip
+        media = {}
+        if with_images:
+            mask = build_media_attention_mask(ids, model.config, inputs["image_mask"], inputs["attention_mask"])
+            media = {"media_latents": prefix.media_latents, "image_mask": inputs["image_mask"],
+                     "media_attention_mask": mask[:, -new:]}  # fmt: skip
+        continued = model(input_ids=ids[:, -new:], attention_mask=inputs["attention_mask"],
+                          **{cache_argument: prefix.cache}, **media).logits  # fmt: skip
+    torch.testing.assert_close(continued, full[:, -new:])
+    if with_images:  # the new tokens' logits depend on the images: the continuation read them
+        with torch.no_grad():
+            other_images = model(**{**inputs, "pixel_values": torch.randn_like(inputs["pixel_values"])}).logits
+        assert not torch.allclose(other_images[:, -new:], full[:, -new:])
+
+
+def test_continuing_from_a_cache_never_drops_images_silently():
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    ids = inputs["input_ids"]
+    with torch.no_grad():
+        prefix = model(**inputs, use_cache=True)
+        image = torch.full((2, 1), tester.image_token_id)
+        with pytest.raises(ValueError, match="1 <image> tokens but 0 images"):
+            model(input_ids=image, cache=prefix.cache)
+        with pytest.raises(ValueError, match="needs the new tokens' media_attention_mask"):
+            model(input_ids=ids[:, -1:], cache=prefix.cache, media_latents=prefix.media_latents)
+        seen = torch.ones(2, 1, 2, dtype=torch.bool)
+        with pytest.raises(ValueError, match="no pixel_values, image_features or media_latents"):
+            model(input_ids=ids[:, -1:], cache=prefix.cache, media_attention_mask=seen)
+        with pytest.raises(ValueError, match=r"shape \(batch, tokens fed now, num_images\)"):
+            model(input_ids=ids[:, -1:], cache=prefix.cache, media_latents=prefix.media_latents,
+                  media_attention_mask=torch.ones(2, ids.shape[1], 2, dtype=torch.bool))  # fmt: skip
+
+
+def test_text_conditioned_queries_continue_only_from_the_first_calls_latents():
+    tester = UniMPModelTester(text_conditioned_queries=True)
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        prefix = model(**inputs, use_cache=True)
+        mask = torch.zeros(2, 1, 2, dtype=torch.bool)
+        with pytest.raises(ValueError, match="needs the first call's media_latents"):
+            model(input_ids=torch.tensor([[32], [32]]), cache=prefix.cache, pixel_values=inputs["pixel_values"],
+                  image_mask=inputs["image_mask"], media_attention_mask=mask)  # fmt: skip
+
+
+def test_generate_passes_latents_and_the_new_tokens_media_mask_after_the_first_step():
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    calls = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(dict(kwargs)), with_kwargs=True)
+    model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                   suppress_tokens=[tester.end_of_chunk_token_id])  # fmt: skip
+    prompt = inputs["input_ids"].shape[1]
+    assert calls[0]["pixel_values"] is not None and calls[0]["media_attention_mask"].shape == (2, prompt, 2)
+    for later in calls[1:]:
+        assert later.get("pixel_values") is None and later["media_latents"].shape == (2, 2, 4, 32)
+        assert later["media_attention_mask"].shape == (2, 1, 2) and later["cache"].get_seq_length() > 0
