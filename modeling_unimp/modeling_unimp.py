@@ -239,7 +239,28 @@ def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) ->
         has_block = (index + 1) % every == 0
         block = UniMPGatedCrossAttentionBlock(config, language_model.config) if has_block else None
         layers[index] = UniMPDecoderLayer(layer, block)
+    _retarget_parallel_plans(language_model, DECODER_LAYERS_PATH[model_type])
     return language_model
+
+
+def _retarget_parallel_plans(language_model: PreTrainedModel, layers_path: str) -> None:
+    """Point the LM's tensor- and expert-parallel rules for decoder-layer internals at their wrapped names.
+
+    The LM (and its base model) built these plans before the wrapping moved each layer's modules under
+    `.decoder_layer.`; unchanged, the rules would match no parameter. The cross-attention blocks stay replicated.
+    """
+    for name, module in language_model.named_modules():
+        if not isinstance(module, PreTrainedModel) or not (name == "" or layers_path.startswith(f"{name}.")):
+            continue
+        inside_layer = f"{layers_path.removeprefix(f'{name}.') if name else layers_path}.*."
+        for attribute in ("_tp_plan", "_ep_plan"):
+            if plan := getattr(module, attribute, None):
+                setattr(module, attribute, {_into_wrapper(key, inside_layer): style for key, style in plan.items()})
+
+
+def _into_wrapper(key: str, inside_layer: str) -> str:
+    """`layers.*.self_attn.q_proj` -> `layers.*.decoder_layer.self_attn.q_proj`; keys outside the layers unchanged."""
+    return f"{inside_layer}decoder_layer.{key.removeprefix(inside_layer)}" if key.startswith(inside_layer) else key
 
 
 def _media_layout(input_ids: torch.Tensor, config: UniMPConfig, num_images: int):

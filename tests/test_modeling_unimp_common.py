@@ -3,14 +3,24 @@ contracts (loading, tuple outputs, caches, parallel plans, resizing, gradients, 
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoModelForCausalLM
+from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
 
+import modeling_unimp
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
-from modeling_unimp.modeling_unimp import build_media_attention_mask
+from modeling_unimp.modeling_unimp import DECODER_LAYERS_PATH, build_media_attention_mask
 
 TEXT_FAMILIES = ["llama", "gpt_neox", "gpt2", "qwen2"]
 
@@ -226,3 +236,72 @@ def test_generate_passes_latents_and_the_new_tokens_media_mask_after_the_first_s
     for later in calls[1:]:
         assert later.get("pixel_values") is None and later["media_latents"].shape == (2, 2, 4, 32)
         assert later["media_attention_mask"].shape == (2, 1, 2) and later["cache"].get_seq_length() > 0
+
+
+# ----- 4. tensor-parallel plan ----------------------------------------------------------------------------------------
+def _plan_style(name: str, plan: dict[str, str]) -> str | None:
+    """The style `plan` gives a module or its weight, matched as transformers matches it (layer numbers as `*`)."""
+    generic = replace_layer_number_by_wildcard(name)
+    return plan.get(generic, plan.get(generic.rsplit(".", 1)[0]) if "." in generic else None)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox"])
+def test_every_tp_plan_key_names_a_parameter_or_module(family):
+    model = UniMPModelTester(family).create_model()
+    names = {replace_layer_number_by_wildcard(n) for n, _ in [*model.named_modules(), *model.named_parameters()]}
+    assert model.tp_plan
+    assert sorted(set(model.tp_plan) - names) == []
+    assert sorted(set(model.language_model.tp_plan) - {n.removeprefix("language_model.") for n in names}) == []
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox"])
+def test_tp_plan_covers_every_linear_that_the_language_models_own_plan_covers(family):
+    model = UniMPModelTester(family).create_model()
+    bare = AutoModelForCausalLM.from_config(copy.deepcopy(model.config.text_config))
+    layers = re.escape(DECODER_LAYERS_PATH[family])
+    covered = {name: style for name, module in bare.named_modules()
+               if isinstance(module, torch.nn.Linear) and (style := _plan_style(name, bare.tp_plan))}  # fmt: skip
+    assert any(re.match(rf"{layers}\.\d+\.", name) for name in covered)
+    for name, style in covered.items():
+        wrapped = "language_model." + re.sub(rf"^({layers}\.\d+)\.", r"\1.decoder_layer.", name)
+        assert isinstance(model.get_submodule(wrapped), torch.nn.Linear)
+        assert _plan_style(wrapped, model.tp_plan) == style, wrapped
+
+
+TENSOR_PARALLEL_WORKER = """
+import json, sys
+import torch
+from transformers.distributed import DistributedConfig
+from modeling_unimp import UniMPForConditionalGeneration
+
+torch.set_num_threads(1)
+folder = sys.argv[1]
+sharded = UniMPForConditionalGeneration.from_pretrained(folder, distributed_config=DistributedConfig(tp_size=2))
+full = UniMPForConditionalGeneration.from_pretrained(folder)
+inputs = torch.load(f"{folder}/inputs.pt")
+with torch.no_grad():
+    difference = (sharded.eval()(**inputs).logits - full.eval()(**inputs).logits).abs().max().item()
+names = [name for name, param in sharded.named_parameters() if type(param).__name__ == "DTensor"]
+with open(f"{folder}/rank{torch.distributed.get_rank()}.json", "w") as handle:
+    json.dump({"difference": difference, "sharded": names}, handle)
+"""
+
+
+def test_tensor_parallel_forward_on_two_cpu_processes_matches_the_full_model(tmp_path):
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    model.save_pretrained(tmp_path)
+    torch.save(tester.prepare_inputs(), tmp_path / "inputs.pt")
+    (tmp_path / "worker.py").write_text(TENSOR_PARALLEL_WORKER)
+    package_root = str(Path(modeling_unimp.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(tmp_path / "worker.py"), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["difference"] < 1e-5
+        assert "language_model.model.layers.1.decoder_layer.mlp.down_proj.weight" in report["sharded"]
+        assert "language_model.model.layers.0.decoder_layer.self_attn.q_proj.weight" in report["sharded"]
