@@ -357,6 +357,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         self.language_model = add_cross_attention(AutoModelForCausalLM.from_config(config.text_config), config)
         # One config object for the LM and the composite: resizing or attention switches update both.
         config.text_config = self.language_model.config
+        self.vocab_size = config.text_config.vocab_size
         self.post_init()
         # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
         self._keys_to_ignore_on_save = [f"language_model.{k}" for k in self.language_model.all_tied_weights_keys] or None
@@ -380,9 +381,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
                                 mean_resizing: bool = True) -> nn.Embedding:
-        """Resize the LM's vocabulary (for UniMP's added tokens), then re-apply the trainable-parameter policy."""
+        """Resize the LM's vocabulary (for UniMP's added tokens), then re-apply the trainable-parameter policy.
+
+        As in transformers, the text config's `vocab_size` and the model's `vocab_size` follow the new matrix.
+        """
         embeddings = self.language_model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         self.config.text_config = self.language_model.config
+        self.vocab_size = self.config.text_config.vocab_size = embeddings.weight.shape[0]
         self.apply_trainable_policy()
         return embeddings
 

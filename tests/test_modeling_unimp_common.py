@@ -305,3 +305,33 @@ def test_tensor_parallel_forward_on_two_cpu_processes_matches_the_full_model(tmp
         assert report["difference"] < 1e-5
         assert "language_model.model.layers.1.decoder_layer.mlp.down_proj.weight" in report["sharded"]
         assert "language_model.model.layers.0.decoder_layer.self_attn.q_proj.weight" in report["sharded"]
+
+
+# ----- 5. resizing ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize(
+    ("new_size", "pad_to_multiple_of", "expected"), [(300, None, 300), (300, 64, 320), (200, None, 200)]
+)
+def test_resize_token_embeddings_updates_every_vocab_size(tied, new_size, pad_to_multiple_of, expected, tmp_path):
+    tester = UniMPModelTester(text_config={"tie_word_embeddings": tied})
+    model = tester.create_model()
+    model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to_multiple_of)
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    sizes = {
+        "model.vocab_size": model.vocab_size,
+        "text_config": model.config.text_config.vocab_size,
+        "get_text_config": model.config.get_text_config().vocab_size,
+        "language_model.vocab_size": model.language_model.vocab_size,
+        "input rows": model.get_input_embeddings().weight.shape[0],
+        "output rows": model.get_output_embeddings().weight.shape[0],
+        "logits": logits.shape[-1],
+    }
+    assert sizes == dict.fromkeys(sizes, expected)
+    assert "vocab_size" not in model.config.to_diff_dict()  # no stale top-level copy
+    model.save_pretrained(tmp_path)
+    loaded = UniMPForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.vocab_size == loaded.config.text_config.vocab_size == expected
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, logits)
