@@ -33,6 +33,14 @@ DECODER_LAYERS_PATH = {
 }
 
 
+# Vision-tower modules that only feed its pooled output, which UniMP never reads: frozen so that every trainable
+# parameter gets a gradient.
+UNUSED_VISION_MODULES = {
+    "clip_vision_model": ("post_layernorm",),
+    "siglip_vision_model": ("head",),
+}
+
+
 @dataclass
 class UniMPCausalLMOutputWithPast(ModelOutput):
     """Causal-LM output plus the visual latents, so that `generate` computes them once per call."""
@@ -397,9 +405,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
         The resampler and the cross-attention blocks always train. When the LM is frozen and
         `train_new_token_rows` is set, the embedding and output matrices train, with the gradient of the rows below
-        `base_vocab_size` masked to zero, so only the added tokens (items, ratings, image codes) learn.
+        `base_vocab_size` masked to zero, so only the added tokens (items, ratings, image codes) learn. The vision
+        tower's pooling modules never train: UniMP reads patch features only, so they would get no gradient.
         """
         self.vision_tower.requires_grad_(not self.config.freeze_vision_tower)
+        for name in UNUSED_VISION_MODULES.get(self.config.vision_config.model_type, ()):
+            if (module := getattr(self.vision_tower, name, None)) is not None:
+                module.requires_grad_(False)
         self.language_model.requires_grad_(not self.config.freeze_language_model)
         self.resampler.requires_grad_(True)
         for module in self.language_model.modules():

@@ -335,3 +335,38 @@ def test_resize_token_embeddings_updates_every_vocab_size(tied, new_size, pad_to
     assert loaded.vocab_size == loaded.config.text_config.vocab_size == expected
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, logits)
+
+
+# ----- 6. gradients ---------------------------------------------------------------------------------------------------
+POLICIES = {
+    "all unfrozen": {},
+    "default policy": {"freeze_vision_tower": True, "freeze_language_model": True},
+    "frozen LM, new token rows": {"freeze_vision_tower": True, "freeze_language_model": True, "resize": 300},
+    "SigLIP, text-conditioned": {
+        "vision_config": {"model_type": "siglip_vision_model"}, "text_conditioned_queries": True
+    },
+}
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("family", TEXT_FAMILIES)
+def test_every_trainable_parameter_gets_a_gradient(family, policy):
+    overrides = dict(POLICIES[policy])
+    resize = overrides.pop("resize", None)
+    tester = UniMPModelTester(family)
+    model = tester.create_model(**overrides).train()
+    if resize:
+        model.resize_token_embeddings(resize)
+    inputs = tester.prepare_inputs()
+    model(**inputs, labels=tester.labels(inputs)).loss.backward()
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    assert trainable and [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+@pytest.mark.parametrize(
+    ("vision", "unused"), [("clip_vision_model", "post_layernorm."), ("siglip_vision_model", "head.")]
+)
+def test_only_the_vision_towers_pooling_modules_are_frozen_when_it_trains(vision, unused):
+    model = UniMPModelTester(vision_config={"model_type": vision}).create_model()
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    assert frozen and all(name.startswith(f"vision_tower.{unused}") for name in frozen)
