@@ -7,6 +7,7 @@ tokens read those latents. A per-item media mask lets each token see only the im
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, Generation
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
-from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
@@ -42,14 +43,14 @@ UNUSED_VISION_MODULES = {
 
 
 @dataclass
-class UniMPCausalLMOutputWithPast(ModelOutput):
-    """Causal-LM output plus the visual latents, so that `generate` computes them once per call."""
+class UniMPCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+    """Causal-LM output of UniMP.
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    cache: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+    `image_outputs` (the 5.x multimodal field) holds the images resampled in this call: patch features as
+    `last_hidden_state` (see `get_image_features`), latents as `pooler_output`; `None` for text only or when the call
+    received `media_latents`. `media_latents` are the latents the text attended to: `generate` computes them once.
+    """
+
     media_latents: torch.FloatTensor | None = None
 
 
@@ -316,7 +317,8 @@ def build_media_attention_mask(
 
 class UniMPPreTrainedModel(PreTrainedModel):
     config_class = UniMPConfig
-    base_model_prefix = "model"
+    # The wrapped causal LM is the body that text runs through (UniMP has no headless base model of its own).
+    base_model_prefix = "language_model"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
@@ -429,12 +431,23 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 self._row_gradient_hooks.append(weight.register_hook(_mask_rows_below(base)))
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
         """Load as transformers does (a `(model, loading_info)` pair with `output_loading_info=True`), then apply
-        the trainable-parameter policy: loading replaces parameters, dropping their flags and gradient hooks."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        (loaded[0] if isinstance(loaded, tuple) else loaded).apply_trainable_policy()
-        return loaded
+        the trainable-parameter policy: loading replaces parameters, dropping their flags and gradient hooks.
+
+        A bare language-model checkpoint raises instead of loading only its non-layer weights (transformers adds
+        the `language_model.` prefix, but UniMP's decoder layers are wrapped): see `from_vision_text_pretrained`.
+        """
+        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        layers = re.escape(DECODER_LAYERS_PATH[model.config.text_config.model_type])
+        bare_layer = re.compile(rf"(language_model\.)?{layers}\.\d+\.(?!decoder_layer\.|gated_cross_attention\.)")
+        if bare := [key for key in loading_info["unexpected_keys"] if bare_layer.match(key)]:
+            raise ValueError(
+                f"The checkpoint holds bare language-model decoder layers ({bare[0]}, ...), which UniMP wraps; build "
+                "UniMP from it with UniMPForConditionalGeneration.from_vision_text_pretrained(vision, text)."
+            )
+        model.apply_trainable_policy()
+        return (model, loading_info) if output_loading_info else model
 
     @classmethod
     def from_vision_text_pretrained(cls, vision_model_name_or_path: str, text_model_name_or_path: str,
@@ -463,22 +476,41 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         return model
 
     # ----- images ---------------------------------------------------------------------------------------------------
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision-tower patch features `(n, patches, dim)` of `n` images `(n, 3, H, W)`.
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        image_mask: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Encode a batch's images as `forward` takes them: `pixel_values (B, N, 3, H, W)`, `image_mask (B, N)`.
 
-        When the vision tower is frozen these depend on the image alone: encode a catalogue once, cache the result
-        and pass it back as `image_features`.
+        `last_hidden_state`: vision-tower patch features `(B, N, P, D)`, CLS dropped, zeros at padding slots (which
+        are not encoded). With a frozen vision tower they depend on the image alone: encode a catalogue once and pass
+        them back as `image_features`. `pooler_output`: the resampled latents `(B, N, L, D)` the text attends to;
+        with `text_conditioned_queries` they depend on the rows' text, so they are `None` unless `input_ids` are given.
         """
-        expected = (3, self.config.vision_config.image_size, self.config.vision_config.image_size)
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+        _check_batched("pixel_values", pixel_values, 5)
+        vision = self.config.vision_config
+        if tuple(pixel_values.shape[2:]) != (3, vision.image_size, vision.image_size):
             raise ValueError(
-                f"pixel_values must have shape (num_images, {expected[0]}, {expected[1]}, {expected[2]}) here "
-                f"(or (batch, num_images, ...) in forward); got {tuple(pixel_values.shape)}."
+                f"pixel_values must have shape (batch, num_images, 3, {vision.image_size}, {vision.image_size}); "
+                f"got {tuple(pixel_values.shape)}."
             )
-        features = self.vision_tower(pixel_values=pixel_values.to(self.dtype)).last_hidden_state
-        if self.config.vision_config.model_type == "clip_vision_model":
-            features = features[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
-        return features
+        batch, num_images = pixel_values.shape[:2]
+        image_mask = _default_image_mask(pixel_values, image_mask)
+        real = image_mask.flatten().to(pixel_values.device)
+        num_patches = (vision.image_size // vision.patch_size) ** 2
+        features = pixel_values.new_zeros(batch * num_images, num_patches, vision.hidden_size, dtype=self.dtype)
+        if real.any():
+            encoded = self.vision_tower(pixel_values=pixel_values.flatten(0, 1)[real].to(self.dtype)).last_hidden_state
+            if vision.model_type == "clip_vision_model":
+                encoded = encoded[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
+            features[real] = encoded
+        features = features.view(batch, num_images, num_patches, vision.hidden_size)
+        needs_text = self.config.text_conditioned_queries and input_ids is None
+        latents = None if needs_text else self._resample(features, image_mask, input_ids, inputs_embeds)
+        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=latents)
 
     def get_media_latents(
         self,
@@ -491,6 +523,20 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         flat_summary = None if text_summary is None else text_summary.flatten(0, 1)
         latents = self.resampler(image_features.flatten(0, 1), flat_summary)
         return latents.view(batch, num_images, *latents.shape[1:])
+
+    def _resample(
+        self,
+        image_features: torch.Tensor,
+        image_mask: torch.Tensor,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor | None,
+    ) -> torch.Tensor:
+        """`get_media_latents`, with the queries conditioned on each item's text when the config asks for it."""
+        text_summary = None
+        if self.config.text_conditioned_queries:
+            embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+            text_summary = self._text_summary(input_ids, embeds, image_mask.shape[1])
+        return self.get_media_latents(image_features, image_mask, text_summary)
 
     def _text_summary(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, num_images: int) -> torch.Tensor:
         """Mean input embedding of the tokens in each image's item chunk: `(B, N, hidden)`."""
@@ -571,7 +617,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
     ) -> UniMPCausalLMOutputWithPast | tuple:
         r"""
         pixel_values (`(B, N, 3, H, W)`), image_mask (`(B, N)` bool): the images of each row, padded along N.
-        image_features (`(B, N, P, D)`): precomputed `get_image_features` output, instead of `pixel_values`.
+        image_features (`(B, N, P, D)`): precomputed `get_image_features(...).last_hidden_state`, instead of pixels.
         media_latents (`(B, N, L, D)`): resampled latents, instead of either (used by `generate` after step 1).
         media_attention_mask (`(B, T, N)`): which images each token sees; built from `input_ids` when omitted.
         cache (or the deprecated `past_key_values`): the LM's KV cache. It holds no images: to continue a sequence
@@ -582,14 +628,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("UniMP needs input_ids: the media mask is read from the <image> and chunk tokens.")
         media = next((m for m in (media_latents, image_features, pixel_values) if m is not None), None)
-        if media is not None and media.dim() != (5 if media is pixel_values else 4):
+        if media is not None:
             name = {id(media_latents): "media_latents", id(image_features): "image_features"}.get(id(media), "pixel_values")
-            raise ValueError(
-                f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}."
-            )
+            _check_batched(name, media, 5 if name == "pixel_values" else 4)
         if media is not None and media.shape[1] == 0:  # a batch without images
             media = media_latents = image_features = pixel_values = image_mask = None
         continuing = cache is not None and cache.get_seq_length() > 0
+        image_outputs = None
         if media is None:
             self._check_text_only(input_ids, media_attention_mask)
         else:
@@ -606,17 +651,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             media_attention_mask = self._media_mask_for(
                 input_ids, attention_mask, image_mask, media_attention_mask, continuing
             )
-
-        if media_latents is None and media is not None:
-            if image_features is None:
-                batch, num_images = pixel_values.shape[:2]
-                image_features = self.get_image_features(pixel_values.flatten(0, 1))
-                image_features = image_features.view(batch, num_images, *image_features.shape[1:])
-            text_summary = None
-            if self.config.text_conditioned_queries:
-                inputs_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
-                text_summary = self._text_summary(input_ids, inputs_embeds, image_mask.shape[1])
-            media_latents = self.get_media_latents(image_features, image_mask, text_summary)
+            if media_latents is None and image_features is None:
+                image_outputs = self.get_image_features(pixel_values, image_mask, input_ids, inputs_embeds)
+            elif media_latents is None:
+                latents = self._resample(image_features, image_mask, input_ids, inputs_embeds)
+                image_outputs = BaseModelOutputWithPooling(last_hidden_state=image_features, pooler_output=latents)
+            if image_outputs is not None:
+                media_latents = image_outputs.pooler_output
 
         if position_ids is None and attention_mask is not None:
             # Left padding: positions count real tokens only, as in one-by-one runs.
@@ -646,6 +687,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            image_outputs=image_outputs,
             media_latents=media_latents,
         )
 
@@ -667,6 +709,11 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if outputs.media_latents is not None:
             model_kwargs["media_latents"] = outputs.media_latents
         return model_kwargs
+
+
+def _check_batched(name: str, media: torch.Tensor, dims: int) -> None:
+    if media.dim() != dims:
+        raise ValueError(f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}.")
 
 
 def _default_image_mask(media: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:

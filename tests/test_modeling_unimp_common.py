@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 import modeling_unimp
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
@@ -139,6 +140,13 @@ def test_safetensors_round_trip_keeps_tied_weights_tied(tied, tmp_path):
     inputs = tester.prepare_inputs()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_a_bare_language_model_checkpoint_raises_instead_of_loading_half(tmp_path):
+    config = UniMPModelTester().get_config()
+    AutoModelForCausalLM.from_config(copy.deepcopy(config.text_config)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="from_vision_text_pretrained"):
+        UniMPForConditionalGeneration.from_pretrained(tmp_path, config=config)
 
 
 # ----- 2. tuple outputs -----------------------------------------------------------------------------------------------
@@ -370,3 +378,58 @@ def test_only_the_vision_towers_pooling_modules_are_frozen_when_it_trains(vision
     model = UniMPModelTester(vision_config={"model_type": vision}).create_model()
     frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
     assert frozen and all(name.startswith(f"vision_tower.{unused}") for name in frozen)
+
+
+# ----- 7. multimodal API ----------------------------------------------------------------------------------------------
+def test_get_image_features_takes_the_models_image_inputs_and_returns_features_and_latents():
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    encoded = []
+    model.vision_tower.register_forward_pre_hook(
+        lambda module, args, kwargs: encoded.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    with torch.no_grad():
+        image_outputs = model.get_image_features(inputs["pixel_values"], inputs["image_mask"])
+        output = model(**inputs)
+    assert isinstance(image_outputs, BaseModelOutputWithPooling)
+    assert encoded == [3, 3]  # the padding slot is not encoded
+    features, latents = image_outputs.last_hidden_state, image_outputs.pooler_output
+    assert features.shape == (2, 2, 4, 32) and latents.shape == (2, 2, 4, 32)  # (B, N, patches, D), (B, N, L, D)
+    assert features[1, 1].abs().sum() == 0
+    torch.testing.assert_close(latents, output.media_latents)
+    with torch.no_grad():
+        from_features = model(**{**inputs, "pixel_values": None}, image_features=features).logits
+    torch.testing.assert_close(from_features, output.logits)
+
+
+def test_get_image_features_conditions_latents_on_text_only_when_given_it():
+    tester = UniMPModelTester(text_conditioned_queries=True)
+    model = tester.create_model()
+    with torch.no_grad():
+        model.resampler.query_conditioning.weight.normal_()
+        inputs = tester.prepare_inputs()
+        assert model.get_image_features(inputs["pixel_values"], inputs["image_mask"]).pooler_output is None
+        with_text = model.get_image_features(inputs["pixel_values"], inputs["image_mask"], inputs["input_ids"])
+        torch.testing.assert_close(with_text.pooler_output, model(**inputs).media_latents)
+
+
+def test_outputs_carry_the_image_outputs_of_the_images_encoded_in_the_call():
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        output = model(**inputs)
+        from_latents = model(**{**inputs, "pixel_values": None}, media_latents=output.media_latents)
+        text_only = model(input_ids=torch.tensor([[1, 40, 41]]))
+    image_outputs = output.image_outputs
+    assert isinstance(image_outputs, BaseModelOutputWithPooling)
+    assert image_outputs.pooler_output is output.media_latents
+    assert image_outputs.last_hidden_state.shape == (2, 2, 4, 32)
+    assert from_latents.image_outputs is None and from_latents.media_latents is output.media_latents
+    assert text_only.image_outputs is None and text_only.media_latents is None
+
+
+def test_base_model_prefix_names_the_language_model():
+    model = UniMPModelTester().create_model()
+    assert model.base_model is model.language_model is getattr(model, model.base_model_prefix)
