@@ -7,6 +7,7 @@ tokens read those latents. A per-item media mask lets each token see only the im
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,22 +16,33 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
-from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_unimp import DECODER_LAYERS_PATH, UniMPConfig
 
 
-@dataclass
-class UniMPCausalLMOutputWithPast(ModelOutput):
-    """Causal-LM output plus the visual latents, so that `generate` computes them once per call."""
+# Vision-tower modules that only feed its pooled output, which UniMP never reads: frozen so that every trainable
+# parameter gets a gradient.
+UNUSED_VISION_MODULES = {
+    "clip_vision_model": ("post_layernorm",),
+    "siglip_vision_model": ("head",),
+}
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    cache: Any | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+@dataclass
+class UniMPCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
+    """Causal-LM output of UniMP.
+
+    `image_outputs` (the 5.x multimodal field) holds the images resampled in this call: patch features as
+    `last_hidden_state` (see `get_image_features`), latents as `pooler_output`; `None` for text only or when the call
+    received `media_latents`. `media_latents` are the latents the text attended to: `generate` computes them once.
+    """
+
     media_latents: torch.FloatTensor | None = None
 
 
@@ -228,7 +240,28 @@ def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) ->
         has_block = (index + 1) % every == 0
         block = UniMPGatedCrossAttentionBlock(config, language_model.config) if has_block else None
         layers[index] = UniMPDecoderLayer(layer, block)
+    _retarget_parallel_plans(language_model, DECODER_LAYERS_PATH[model_type])
     return language_model
+
+
+def _retarget_parallel_plans(language_model: PreTrainedModel, layers_path: str) -> None:
+    """Point the LM's tensor- and expert-parallel rules for decoder-layer internals at their wrapped names.
+
+    The LM (and its base model) built these plans before the wrapping moved each layer's modules under
+    `.decoder_layer.`; unchanged, the rules would match no parameter. The cross-attention blocks stay replicated.
+    """
+    for name, module in language_model.named_modules():
+        if not isinstance(module, PreTrainedModel) or not (name == "" or layers_path.startswith(f"{name}.")):
+            continue
+        inside_layer = f"{layers_path.removeprefix(f'{name}.') if name else layers_path}.*."
+        for attribute in ("_tp_plan", "_ep_plan"):
+            if plan := getattr(module, attribute, None):
+                setattr(module, attribute, {_into_wrapper(key, inside_layer): style for key, style in plan.items()})
+
+
+def _into_wrapper(key: str, inside_layer: str) -> str:
+    """`layers.*.self_attn.q_proj` -> `layers.*.decoder_layer.self_attn.q_proj`; keys outside the layers unchanged."""
+    return f"{inside_layer}decoder_layer.{key.removeprefix(inside_layer)}" if key.startswith(inside_layer) else key
 
 
 def _media_layout(input_ids: torch.Tensor, config: UniMPConfig, num_images: int):
@@ -276,7 +309,8 @@ def build_media_attention_mask(
 
 class UniMPPreTrainedModel(PreTrainedModel):
     config_class = UniMPConfig
-    base_model_prefix = "model"
+    # The wrapped causal LM is the body that text runs through (UniMP has no headless base model of its own).
+    base_model_prefix = "language_model"
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
@@ -325,6 +359,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         self.language_model = add_cross_attention(AutoModelForCausalLM.from_config(config.text_config), config)
         # One config object for the LM and the composite: resizing or attention switches update both.
         config.text_config = self.language_model.config
+        self.vocab_size = config.text_config.vocab_size
         self.post_init()
         # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
         self._keys_to_ignore_on_save = [f"language_model.{k}" for k in self.language_model.all_tied_weights_keys] or None
@@ -348,9 +383,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
                                 mean_resizing: bool = True) -> nn.Embedding:
-        """Resize the LM's vocabulary (for UniMP's added tokens), then re-apply the trainable-parameter policy."""
+        """Resize the LM's vocabulary (for UniMP's added tokens), then re-apply the trainable-parameter policy.
+
+        As in transformers, the text config's `vocab_size` and the model's `vocab_size` follow the new matrix.
+        """
         embeddings = self.language_model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         self.config.text_config = self.language_model.config
+        self.vocab_size = self.config.text_config.vocab_size = embeddings.weight.shape[0]
         self.apply_trainable_policy()
         return embeddings
 
@@ -360,9 +399,13 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
         The resampler and the cross-attention blocks always train. When the LM is frozen and
         `train_new_token_rows` is set, the embedding and output matrices train, with the gradient of the rows below
-        `base_vocab_size` masked to zero, so only the added tokens (items, ratings, image codes) learn.
+        `base_vocab_size` masked to zero, so only the added tokens (items, ratings, image codes) learn. The vision
+        tower's pooling modules never train: UniMP reads patch features only, so they would get no gradient.
         """
         self.vision_tower.requires_grad_(not self.config.freeze_vision_tower)
+        for name in UNUSED_VISION_MODULES.get(self.config.vision_config.model_type, ()):
+            if (module := getattr(self.vision_tower, name, None)) is not None:
+                module.requires_grad_(False)
         self.language_model.requires_grad_(not self.config.freeze_language_model)
         self.resampler.requires_grad_(True)
         for module in self.language_model.modules():
@@ -380,10 +423,23 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 self._row_gradient_hooks.append(weight.register_hook(_mask_rows_below(base)))
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
+        """Load as transformers does (a `(model, loading_info)` pair with `output_loading_info=True`), then apply
+        the trainable-parameter policy: loading replaces parameters, dropping their flags and gradient hooks.
+
+        A bare language-model checkpoint raises instead of loading only its non-layer weights (transformers adds
+        the `language_model.` prefix, but UniMP's decoder layers are wrapped): see `from_vision_text_pretrained`.
+        """
+        model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        layers = re.escape(DECODER_LAYERS_PATH[model.config.text_config.model_type])
+        bare_layer = re.compile(rf"(language_model\.)?{layers}\.\d+\.(?!decoder_layer\.|gated_cross_attention\.)")
+        if bare := [key for key in loading_info["unexpected_keys"] if bare_layer.match(key)]:
+            raise ValueError(
+                f"The checkpoint holds bare language-model decoder layers ({bare[0]}, ...), which UniMP wraps; build "
+                "UniMP from it with UniMPForConditionalGeneration.from_vision_text_pretrained(vision, text)."
+            )
         model.apply_trainable_policy()
-        return model
+        return (model, loading_info) if output_loading_info else model
 
     @classmethod
     def from_vision_text_pretrained(cls, vision_model_name_or_path: str, text_model_name_or_path: str,
@@ -412,22 +468,41 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         return model
 
     # ----- images ---------------------------------------------------------------------------------------------------
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision-tower patch features `(n, patches, dim)` of `n` images `(n, 3, H, W)`.
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        image_mask: torch.Tensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Encode a batch's images as `forward` takes them: `pixel_values (B, N, 3, H, W)`, `image_mask (B, N)`.
 
-        When the vision tower is frozen these depend on the image alone: encode a catalogue once, cache the result
-        and pass it back as `image_features`.
+        `last_hidden_state`: vision-tower patch features `(B, N, P, D)`, CLS dropped, zeros at padding slots (which
+        are not encoded). With a frozen vision tower they depend on the image alone: encode a catalogue once and pass
+        them back as `image_features`. `pooler_output`: the resampled latents `(B, N, L, D)` the text attends to;
+        with `text_conditioned_queries` they depend on the rows' text, so they are `None` unless `input_ids` are given.
         """
-        expected = (3, self.config.vision_config.image_size, self.config.vision_config.image_size)
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+        _check_batched("pixel_values", pixel_values, 5)
+        vision = self.config.vision_config
+        if tuple(pixel_values.shape[2:]) != (3, vision.image_size, vision.image_size):
             raise ValueError(
-                f"pixel_values must have shape (num_images, {expected[0]}, {expected[1]}, {expected[2]}) here "
-                f"(or (batch, num_images, ...) in forward); got {tuple(pixel_values.shape)}."
+                f"pixel_values must have shape (batch, num_images, 3, {vision.image_size}, {vision.image_size}); "
+                f"got {tuple(pixel_values.shape)}."
             )
-        features = self.vision_tower(pixel_values=pixel_values.to(self.dtype)).last_hidden_state
-        if self.config.vision_config.model_type == "clip_vision_model":
-            features = features[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
-        return features
+        batch, num_images = pixel_values.shape[:2]
+        image_mask = _default_image_mask(pixel_values, image_mask)
+        real = image_mask.flatten().to(pixel_values.device)
+        num_patches = (vision.image_size // vision.patch_size) ** 2
+        features = pixel_values.new_zeros(batch * num_images, num_patches, vision.hidden_size, dtype=self.dtype)
+        if real.any():
+            encoded = self.vision_tower(pixel_values=pixel_values.flatten(0, 1)[real].to(self.dtype)).last_hidden_state
+            if vision.model_type == "clip_vision_model":
+                encoded = encoded[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
+            features[real] = encoded
+        features = features.view(batch, num_images, num_patches, vision.hidden_size)
+        needs_text = self.config.text_conditioned_queries and input_ids is None
+        latents = None if needs_text else self._resample(features, image_mask, input_ids, inputs_embeds)
+        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=latents)
 
     def get_media_latents(
         self,
@@ -440,6 +515,20 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         flat_summary = None if text_summary is None else text_summary.flatten(0, 1)
         latents = self.resampler(image_features.flatten(0, 1), flat_summary)
         return latents.view(batch, num_images, *latents.shape[1:])
+
+    def _resample(
+        self,
+        image_features: torch.Tensor,
+        image_mask: torch.Tensor,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.FloatTensor | None,
+    ) -> torch.Tensor:
+        """`get_media_latents`, with the queries conditioned on each item's text when the config asks for it."""
+        text_summary = None
+        if self.config.text_conditioned_queries:
+            embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+            text_summary = self._text_summary(input_ids, embeds, image_mask.shape[1])
+        return self.get_media_latents(image_features, image_mask, text_summary)
 
     def _text_summary(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, num_images: int) -> torch.Tensor:
         """Mean input embedding of the tokens in each image's item chunk: `(B, N, hidden)`."""
@@ -460,7 +549,45 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 "one <image> token, in the same order."
             )
 
+    def _check_text_only(self, input_ids: torch.Tensor, media_attention_mask: torch.Tensor | None) -> None:
+        """Without images, no token may be an `<image>` or see an image: nothing would silently drop them."""
+        if media_attention_mask is not None and media_attention_mask.any():
+            raise ValueError(
+                "media_attention_mask lets tokens see images, but no pixel_values, image_features or media_latents "
+                "were given. A cache holds no images: pass the first call's media_latents."
+            )
+        if self.config.image_token_id is not None:
+            self._check_images(input_ids, torch.zeros(input_ids.shape[0], 0, dtype=torch.bool))
+
+    def _media_mask_for(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        image_mask: torch.Tensor,
+        media_attention_mask: torch.Tensor | None,
+        continuing: bool,
+    ) -> torch.Tensor:
+        """The `(B, T, N)` media mask of the tokens fed now: the given one, or one built from `input_ids`."""
+        if media_attention_mask is None:
+            if continuing:
+                raise ValueError(
+                    "Continuing from a cache with images needs the new tokens' media_attention_mask: which images a "
+                    "token sees depends on the whole sequence. Pass build_media_attention_mask(all_input_ids, "
+                    "config, image_mask)[:, -num_new_tokens:], as generate does."
+                )
+            self._check_images(input_ids, image_mask)
+            return build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
+        expected = (*input_ids.shape, image_mask.shape[1])
+        if tuple(media_attention_mask.shape) != expected:
+            raise ValueError(
+                f"media_attention_mask must have shape (batch, tokens fed now, num_images) = {expected}; "
+                f"got {tuple(media_attention_mask.shape)}."
+            )
+        return media_attention_mask
+
     # ----- forward ----------------------------------------------------------------------------------------------------
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -471,7 +598,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         media_latents: torch.FloatTensor | None = None,
         media_attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        cache: Any | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -479,45 +606,50 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         token_kinds: torch.Tensor | None = None,
         task_ids: torch.Tensor | None = None,
         **kwargs,
-    ) -> UniMPCausalLMOutputWithPast:
+    ) -> UniMPCausalLMOutputWithPast | tuple:
         r"""
         pixel_values (`(B, N, 3, H, W)`), image_mask (`(B, N)` bool): the images of each row, padded along N.
-        image_features (`(B, N, P, D)`): precomputed `get_image_features` output, instead of `pixel_values`.
+        image_features (`(B, N, P, D)`): precomputed `get_image_features(...).last_hidden_state`, instead of pixels.
         media_latents (`(B, N, L, D)`): resampled latents, instead of either (used by `generate` after step 1).
         media_attention_mask (`(B, T, N)`): which images each token sees; built from `input_ids` when omitted.
+        cache (or the deprecated `past_key_values`): the LM's KV cache. It holds no images: to continue a sequence
+            whose tokens see images, pass the first call's `media_latents` and the new tokens' `media_attention_mask`
+            (the last rows of `build_media_attention_mask` over the whole sequence), as `generate` does.
         token_kinds, task_ids: ignored here; they are read by `UniMPTrainer`'s loss.
         """
         if input_ids is None:
             raise ValueError("UniMP needs input_ids: the media mask is read from the <image> and chunk tokens.")
         media = next((m for m in (media_latents, image_features, pixel_values) if m is not None), None)
-        if media is not None and media.dim() != (5 if media is pixel_values else 4):
+        if media is not None:
             name = {id(media_latents): "media_latents", id(image_features): "image_features"}.get(id(media), "pixel_values")
-            raise ValueError(
-                f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}."
-            )
+            _check_batched(name, media, 5 if name == "pixel_values" else 4)
         if media is not None and media.shape[1] == 0:  # a batch without images
             media = media_latents = image_features = pixel_values = image_mask = None
-        if media is None and cache is None and self.config.image_token_id is not None:
-            self._check_images(input_ids, torch.zeros(input_ids.shape[0], 0, dtype=torch.bool))
-        if media is not None and image_mask is None:
-            image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
-        if media is not None and media.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}.")
-
-        if media_attention_mask is None and media is not None:
-            self._check_images(input_ids, image_mask)
-            media_attention_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
-
-        if media_latents is None and media is not None:
-            if image_features is None:
-                batch, num_images = pixel_values.shape[:2]
-                image_features = self.get_image_features(pixel_values.flatten(0, 1))
-                image_features = image_features.view(batch, num_images, *image_features.shape[1:])
-            text_summary = None
-            if self.config.text_conditioned_queries:
-                inputs_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
-                text_summary = self._text_summary(input_ids, inputs_embeds, image_mask.shape[1])
-            media_latents = self.get_media_latents(image_features, image_mask, text_summary)
+        continuing = cache is not None and cache.get_seq_length() > 0
+        image_outputs = None
+        if media is None:
+            self._check_text_only(input_ids, media_attention_mask)
+        else:
+            if media.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}."
+                )
+            if continuing and media_latents is None and self.config.text_conditioned_queries:
+                raise ValueError(
+                    "With text_conditioned_queries, continuing from a cache needs the first call's media_latents: "
+                    "the queries depend on the text of whole items."
+                )
+            image_mask = _default_image_mask(media, image_mask)
+            media_attention_mask = self._media_mask_for(
+                input_ids, attention_mask, image_mask, media_attention_mask, continuing
+            )
+            if media_latents is None and image_features is None:
+                image_outputs = self.get_image_features(pixel_values, image_mask, input_ids, inputs_embeds)
+            elif media_latents is None:
+                latents = self._resample(image_features, image_mask, input_ids, inputs_embeds)
+                image_outputs = BaseModelOutputWithPooling(last_hidden_state=image_features, pooler_output=latents)
+            if image_outputs is not None:
+                media_latents = image_outputs.pooler_output
 
         if position_ids is None and attention_mask is not None:
             # Left padding: positions count real tokens only, as in one-by-one runs.
@@ -533,6 +665,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             media_latents=media_latents,
             media_attention_mask=media_attention_mask,
+            return_dict=True,
             **kwargs,
         )
         loss = None
@@ -546,6 +679,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            image_outputs=image_outputs,
             media_latents=media_latents,
         )
 
@@ -553,12 +687,9 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs):
         """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now."""
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
-        image_mask = kwargs.get("image_mask")
         media = next((kwargs.get(k) for k in ("media_latents", "image_features", "pixel_values") if kwargs.get(k) is not None), None)
         if media is not None:
-            if image_mask is None:
-                image_mask = torch.ones(media.shape[:2], dtype=torch.bool, device=input_ids.device)
-                model_inputs["image_mask"] = image_mask
+            image_mask = model_inputs["image_mask"] = _default_image_mask(media, kwargs.get("image_mask"))
             self._check_images(input_ids, image_mask)
             full_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
             model_inputs["media_attention_mask"] = full_mask[:, -model_inputs["input_ids"].shape[1]:]
@@ -570,6 +701,18 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if outputs.media_latents is not None:
             model_kwargs["media_latents"] = outputs.media_latents
         return model_kwargs
+
+
+def _check_batched(name: str, media: torch.Tensor, dims: int) -> None:
+    if media.dim() != dims:
+        raise ValueError(f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}.")
+
+
+def _default_image_mask(media: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:
+    """The given `(B, N)` image mask, or one that marks every image slot real."""
+    if image_mask is not None:
+        return image_mask
+    return torch.ones(media.shape[:2], dtype=torch.bool, device=media.device)
 
 
 def _mask_rows_below(base: int):

@@ -210,7 +210,7 @@ def test_precomputed_image_features_and_latents_match_pixels():
     pixels = torch.randn(1, 2, 3, 16, 16)
     with torch.no_grad():
         reference = model(input_ids=ids, pixel_values=pixels)
-        features = model.get_image_features(pixels[0]).unsqueeze(0)  # a catalogue cache would store these
+        features = model.get_image_features(pixels).last_hidden_state  # a catalogue cache would store these
         from_features = model(input_ids=ids, image_features=features).logits
         from_latents = model(input_ids=ids, media_latents=reference.media_latents).logits
     torch.testing.assert_close(from_features, reference.logits)
