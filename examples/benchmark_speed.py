@@ -70,9 +70,9 @@ def main() -> None:
     model = UniMPForConditionalGeneration(config)
     batch = make_batch(config, args.batch_size, args.items, args.words)
     with torch.no_grad():
-        features = model.get_image_features(batch["pixel_values"].flatten(0, 1))
+        features = model.get_image_features(batch["pixel_values"], batch.get("image_mask")).last_hidden_state
     cached = {k: v for k, v in batch.items() if k != "pixel_values"}
-    cached["image_features"] = features.view(args.batch_size, args.items, *features.shape[1:])
+    cached["image_features"] = features
 
     def forward(inputs):
         with torch.no_grad():

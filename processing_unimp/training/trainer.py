@@ -191,7 +191,7 @@ class UniMPTrainer(Trainer):
         new = [key for key in dict.fromkeys(keys) if key not in self._image_features]
         if new:
             with torch.no_grad():
-                features = base.get_image_features(flat[[keys.index(key) for key in new]])
+                features = base.get_image_features(flat[[keys.index(key) for key in new]][None]).last_hidden_state[0]
             self._image_features.update(zip(new, features.cpu()))  # on the host: catalogues can be large
         stacked = torch.stack([self._image_features[key] for key in keys]).to(pixel_values.device)
         return stacked.view(*pixel_values.shape[:2], *stacked.shape[1:])
