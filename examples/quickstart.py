@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     parser.add_argument("--max-steps", type=int, default=150, help="training steps of each UniMP run")
     parser.add_argument("--tokenizer-epochs", type=int, default=4, help="epochs of the VQ image tokenizer")
-    parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; SASRec stops early on validation")
+    parser.add_argument("--sasrec-epochs", type=int, default=40,
+                        help="cap (the benchmark allows 300); SASRec stops early on validation")
     parser.add_argument("--eval-users", type=int, default=None, help="validation users per evaluation (all)")
     parser.add_argument("--test-users", type=int, default=None, help="test users per dataset (default: all)")
     parser.add_argument("--image-users", type=int, default=60, help="test users for image generation")

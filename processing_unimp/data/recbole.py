@@ -35,6 +35,9 @@ topk: [5, 10, 20]
 valid_metric: NDCG@10
 MAX_ITEM_LIST_LENGTH: 50
 train_neg_sample_args: ~
+# RecBole 1.2.1 runs sequential models only with `repeatable: True`; their full-sort evaluation then does not mask
+# the user's seen items, which this project's protocol excludes: compare with `--keep-seen`, or mask them yourself.
+repeatable: True
 """
 
 
