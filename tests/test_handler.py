@@ -88,9 +88,13 @@ def test_images_and_parameters_are_bounded(handler, bomb_png, loopback_server):
     with pytest.raises(ValueError, match="over the limit of 4,194,304 bytes"):
         handler(request(base64.b64encode(b"\0" * (4 * 1024 * 1024 + 10)).decode()))
     with pytest.raises(ValueError, match="Unknown parameter\\(s\\) \\['allow_image_urls'\\]"):
-        handler({"inputs": request(f"{loopback_server.url}/image.png")["inputs"], "parameters": {"allow_image_urls": True}})
+        handler(
+            {"inputs": request(f"{loopback_server.url}/image.png")["inputs"], "parameters": {"allow_image_urls": True}}
+        )
     with pytest.raises(ValueError, match="`num_images` may be at most 4"):
-        handler({"inputs": {"history": ["A1"], "query": "hat"}, "parameters": {"task": "generate_image", "num_images": 500}})
+        handler(
+            {"inputs": {"history": ["A1"], "query": "hat"}, "parameters": {"task": "generate_image", "num_images": 500}}
+        )
     with pytest.raises(TypeError, match='"parameters" must be an object'):
         handler({"inputs": {"history": ["A1"]}, "parameters": ["top_k"]})
     with pytest.raises(ValueError, match='needs "inputs"'):
@@ -120,8 +124,9 @@ def test_the_exported_handler_refuses_them_as_remote_code(exported, run_isolated
     """The handler as an endpoint runs it: from the export folder, where the UniMP packages are not importable."""
     secret = tmp_path / "secret.png"
     Image.new("RGB", (4, 4), "red").save(secret)
-    requests = [request(str(secret)), request(str(tmp_path / "missing.png")), request(f"{loopback_server.url}/image.png"),
-                request(data_url(Image.new("RGB", (7, 7), "blue")))]  # fmt: skip
+    inline = data_url(Image.new("RGB", (7, 7), "blue"))
+    paths_and_urls = (str(secret), str(tmp_path / "missing.png"), f"{loopback_server.url}/image.png", inline)
+    requests = [request(image) for image in paths_and_urls]
     answers = run_isolated(HANDLER_SCRIPT, str(exported), json.dumps(requests))
     assert answers[0] == answers[1] and INLINE in answers[0]["error"] and str(tmp_path) not in answers[0]["error"]
     assert "is a URL" in answers[2]["error"] and "127.0.0.1" not in answers[2]["error"]

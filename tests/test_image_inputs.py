@@ -62,9 +62,10 @@ def test_urls_are_refused_unless_asked_for_and_never_reach_a_loopback_server(loo
                     f"http://[::ffff:127.0.0.1]:{port}/image.png", f"https://127.0.0.1:{port}/image.png"):  # fmt: skip
         with pytest.raises(ValueError, match="(a loopback address|does not resolve)"):
             FETCHING.read(address, "A1")
-    for address, kind in (("http://10.1.2.3/x.png", "private"), ("http://192.168.0.1/x.png", "private"),
-                          ("http://169.254.169.254/latest/meta-data", "link-local"), ("http://0.0.0.0/x.png", "unspecified"),
-                          ("http://[fe80::1]/x.png", "link-local"), ("http://100.64.0.1/x.png", "non-global")):  # fmt: skip
+    refused = (("http://10.1.2.3/x.png", "private"), ("http://192.168.0.1/x.png", "private"),
+               ("http://169.254.169.254/latest/meta-data", "link-local"), ("http://0.0.0.0/x.png", "unspecified"),
+               ("http://[fe80::1]/x.png", "link-local"), ("http://100.64.0.1/x.png", "non-global"))  # fmt: skip
+    for address, kind in refused:
         with pytest.raises(ValueError, match=f", a {kind} address, which is never fetched"):
             FETCHING.read(address, "A1")
     for address in ("ftp://example.com/x.png", "http:///x.png"):
@@ -99,7 +100,9 @@ def test_inline_data_is_bounded_before_it_is_decoded(bomb_png):
     for policy in (REMOTE, ImagePolicy()):  # remote and local alike: the header is read, no pixel decoded
         with pytest.raises(ValueError, match="5000x5000 = 25,000,000 pixels, over the limit of 16,777,216"):
             policy.read(bomb_png(5000, 5000), "A1")
-        with pytest.raises(ValueError, match="Item 'A1': field `image` is over the pixel limit \\(.*decompression bomb"):
+        with pytest.raises(
+            ValueError, match="Item 'A1': field `image` is over the pixel limit \\(.*decompression bomb"
+        ):
             policy.read(data_url(bomb_png(30000, 30000)), "A1")  # PIL's own guard, past 2 x MAX_IMAGE_PIXELS
     with pytest.raises(ValueError, match="over the limit of 4"):
         load_rgb_image(Image.new("RGB", (3, 2)), "A1", max_pixels=4)
