@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -100,7 +101,6 @@ class UniMPDemo:
     """The app's state and callbacks. Every callback raises `gr.Error` (a message in the page) on bad input."""
 
     def __init__(self, model: str, users: Path | None = None):
-        started = time.perf_counter()
         self.model_name = model
         self.title = model_title(model)
         self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=True)
@@ -120,7 +120,6 @@ class UniMPDemo:
         self._load_error: str | None = None
         self._loaded = threading.Event()
         self._lock = threading.Lock()
-        self.startup_seconds = time.perf_counter() - started
         threading.Thread(target=self._load_pipeline, daemon=True).start()
 
     # ----------------------------------------------------------------- loading
@@ -138,9 +137,10 @@ class UniMPDemo:
                 allow_image_paths=False, allow_image_urls=False, max_image_bytes=MAX_UPLOAD_BYTES,
                 max_image_pixels=MAX_IMAGE_PIXELS,
             )  # fmt: skip
-            self.load_seconds = time.perf_counter() - started
-        except Exception as error:  # noqa: BLE001 (any failure is shown to the visitor, not a traceback)
-            self._load_error = f"The model could not be loaded: {type(error).__name__}: {error}"
+            print(f"Model {self.model_name} loaded in {time.perf_counter() - started:.1f} s", flush=True)
+        except Exception as error:  # noqa: BLE001 (the details go to the server log, not to the visitor)
+            print(f"The model {self.model_name} could not be loaded: {type(error).__name__}: {error}", file=sys.stderr)
+            self._load_error = "The model could not be loaded; the server log says why."
         finally:
             self._loaded.set()
 
@@ -150,7 +150,7 @@ class UniMPDemo:
         while not self._loaded.wait(0.25):
             waited += 0.25
             if progress is not None:
-                progress(None, desc=f"Loading the model… {waited:.0f} s")
+                progress(0, desc=f"Loading the model… {waited:.0f} s")
         if self._load_error:
             raise gr.Error(self._load_error)
         return self._pipe

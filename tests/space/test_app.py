@@ -6,12 +6,14 @@ import base64
 import io
 import json
 import re
+import shutil
 
-import gradio as gr
 import pytest
 from PIL import Image
 
 from processing_unimp.generation_unimp import retrieve_items
+
+gr = pytest.importorskip("gradio", reason="the Space needs the `demo` extra: pip install -e '.[demo]'")
 
 
 def png(colour: str = "purple", size: tuple[int, int] = (9, 9)) -> bytes:
@@ -145,3 +147,13 @@ def test_a_path_or_url_in_the_history_is_refused_without_being_opened_or_fetched
                 messages.add(str(error.value))
         assert len(messages) == 1  # a path that exists reads exactly like one that does not; every URL alike
     assert loopback_server.requests == []
+
+
+def test_a_model_that_fails_to_load_gives_a_message_without_server_details(app_module, space_export, tmp_path):
+    broken = tmp_path / "broken-export"
+    shutil.copytree(space_export["hub"], broken)
+    (broken / "model.safetensors").unlink()
+    demo = app_module.UniMPDemo(str(broken))  # the catalogue loads; the model cannot
+    with pytest.raises(gr.Error, match="The model could not be loaded; the server log says why."):
+        demo.recommend("i00", None, None, False)
+    assert demo.users == {} and len(demo.catalogue_page("red")) == 4  # browsing the catalogue still works

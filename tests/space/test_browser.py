@@ -7,6 +7,7 @@ to the test's tmp folder, and to $UNIMP_SCREENSHOTS too when that is set.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -28,12 +29,13 @@ WAIT_S = 60
 
 def _browser_or_skip():
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).is_file()]
-    try:
-        from selenium import webdriver  # noqa: F401
-    except ImportError:
-        missing.append("selenium")
+    for module in ("selenium", "gradio"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
     if missing:
-        message = f"needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
+        message = f"needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install -e '.[dev,demo]')"
         if os.environ.get("UNIMP_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
