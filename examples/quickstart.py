@@ -9,8 +9,9 @@
 4. evaluates them by exact full ranking against Popularity and SASRec under the same protocol;
 5. measures full-ranking speed against the original's 10-beam search;
 6. scores personalized image generation (retrieve-then-generate vs no retrieval vs the nearest item's image);
-7. exports the fashion-shop model to `DIR/hub/`, reloads it with `trust_remote_code=True` and runs
-   `pipeline("personalization")` for one test user on every task.
+7. exports the fashion-shop model to `DIR/hub/` (carded `unimp-small-fashion-shop` with the results just measured)
+   and a Space for it to `DIR/space/` (`python DIR/space/app.py`), reloads the export with `trust_remote_code=True`
+   and runs `pipeline("personalization")` for one test user on every task.
 Writes `results.json` (the benchmark schema), `results.md`, `results.png` and `generated_images.png`.
 """
 
@@ -106,8 +107,11 @@ def main() -> None:
     results["image_generation"] = generation.pop("image_generation")
     results["image_generation_details"] = {**generation, "image_tokenizer": tokenizer_results}
 
-    # The fashion-shop model (with its image tokenizer) as a self-contained Hub folder, reloaded as remote code.
-    hub = export(output / "fashion-shop" / "unimp", output / "hub", overwrite=True)
+    # The fashion-shop model (with its image tokenizer) as a self-contained Hub folder carded with the results so far,
+    # a ready-to-push Space next to it, and the export reloaded as remote code.
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    hub = export(output / "fashion-shop" / "unimp", output / "hub", results=output / "results.json", overwrite=True,
+                 name="unimp-small-fashion-shop", dataset="fashion-shop", space_dir=output / "space")  # fmt: skip
     pipe = pipeline("personalization", model=str(hub), trust_remote_code=True)
     demo = one_user_on_every_task(pipe, test[0])
     image_grid([demo.pop("generate_image"), *rows[:4]]).save(output / "generated_images.png")

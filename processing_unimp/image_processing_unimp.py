@@ -1,4 +1,8 @@
-"""Reading item images (PIL, file path or `datasets.Image` dict) as RGB, and the default image processor."""
+"""Reading item images (PIL, file path or `datasets.Image` dict) as RGB, and the default image processor.
+
+Every image is bounded before it is decoded: its header gives its size, and one of more than `MAX_IMAGE_PIXELS`
+pixels is refused before any pixel is decompressed or resized (PIL's own decompression-bomb guard stays on).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""The most pixels an item image may have (16.8 M); larger ones are refused from their header, before decoding."""
 
 
 def make_image_processor(image_size: int = 224) -> CLIPImageProcessorPil:
@@ -36,15 +43,38 @@ def _open(value: Any) -> Image.Image:
     raise TypeError(f"expected a PIL image, a path or a {{'bytes', 'path'}} dict, got {type(value).__name__}")
 
 
-def load_rgb_image(value: Any, item_id: str) -> Image.Image:
+class ImageTooLargeError(ValueError):
+    """An image over a byte or pixel limit; its message names the item and the limit."""
+
+
+def check_image_pixels(image: Image.Image, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
+    """Raise `ImageTooLargeError` when `image` (opened, perhaps not yet decoded) has more than `max_pixels`."""
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"Item {item_id!r}: field `image` is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} pixels; send a smaller image."
+        )
+
+
+def load_rgb_image(value: Any, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
     """Read an item's image as RGB; transparent images are composited on white, other modes converted.
 
-    Raises a `ValueError` naming the item when the image cannot be read or decoded.
+    An image of more than `max_pixels` pixels is refused from its header, before it is decoded. Raises a
+    `ValueError` naming the item when the image is too large or cannot be read or decoded.
     """
     try:
         image = _open(value)
+        check_image_pixels(image, item_id, max_pixels)
         image.load()
-    except (OSError, ValueError, TypeError, UnidentifiedImageError) as error:
+        check_image_pixels(image, item_id, max_pixels)  # a format may pick a larger frame when it decodes
+    except ImageTooLargeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # PIL's guard, from the header
+        raise ImageTooLargeError(f"Item {item_id!r}: field `image` is over the pixel limit ({error})") from error
+    except UnidentifiedImageError as error:
+        raise ValueError(f"Item {item_id!r}: field `image` could not be read (not an image PIL can decode).") from error
+    except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"Item {item_id!r}: field `image` could not be read ({error}).") from error
     if image.mode == "RGB":
         return image

@@ -16,16 +16,15 @@ from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, Pipeline
-from transformers.image_utils import load_image
 from transformers.utils import cached_file
 
+from .image_inputs_unimp import MAX_IMAGE_BYTES, ImagePolicy, enable_decompression_bomb_guard
+from .image_processing_unimp import MAX_IMAGE_PIXELS
 from .ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
 from .schema_unimp import INTERACTION_FIELDS, check_task, item_id_of
 
 REQUEST_FIELDS = ("history", "task", "query", "target", "candidates")
 """Keys of a request dict; `task`, `query`, `target` and `candidates` override the call's keyword arguments."""
-
-URL_PREFIXES = ("http://", "https://", "data:image/")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -45,7 +44,7 @@ class PersonalizationPipeline(Pipeline):
     r"""Recommend, search, rate and explain, select, or generate images for a user, from their item history.
 
     Call forms (`history` is a list of catalogue item ids, or of item dicts with an `item_id` whose other fields,
-    e.g. an `image` given as a PIL image, a path or a URL, override the catalogue's):
+    e.g. an `image`, override the catalogue's):
 
         pipe(history=["B01", "B07"], task="recommend", top_k=10, exclude_seen=False)
         pipe({"history": [...], "query": "trail shoes"}, task="search")
@@ -67,6 +66,13 @@ class PersonalizationPipeline(Pipeline):
     A batch (a list of request dicts, or `history=` a list of histories) returns one output per request; a request
     that is invalid gives `{"error": message, "error_type": name}` in its place while the others still run. A single
     invalid request raises a `ValueError` or `TypeError` that names the field and the item.
+
+    Images in requests (see `image_inputs_unimp`): a PIL image, bytes, base64 or a data URL always; a file path
+    while `allow_image_paths=True` (the default, for the pipeline's own user); an http(s) URL only with
+    `allow_image_urls=True`, and never from a loopback, private or link-local address. A server for remote
+    callers (`handler.py`, the Space) passes `allow_image_paths=False`: then a path or URL is refused with a
+    message that echoes neither, and PIL's decompression-bomb guard is turned on for the process. Every image is
+    at most `max_image_bytes` inline and `max_image_pixels` decoded, checked before it is decoded.
     """
 
     _load_processor = True
@@ -75,8 +81,20 @@ class PersonalizationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
 
-    def __init__(self, *args: Any, image_tokenizer: Any = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        image_tokenizer: Any = None,
+        allow_image_paths: bool = True,
+        allow_image_urls: bool = False,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        **kwargs: Any,
+    ):
         self._image_tokenizer = image_tokenizer
+        self.image_policy = ImagePolicy(allow_image_paths, allow_image_urls, max_image_bytes, max_image_pixels)
+        if not allow_image_paths:
+            enable_decompression_bomb_guard(max_image_pixels)
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("PersonalizationPipeline needs the model's UniMP processor (`processor=`).")
@@ -201,19 +219,16 @@ class PersonalizationPipeline(Pipeline):
         return {"task": task, "sample": sample, "encoding": self.processor.encode(sample)}
 
     def _item_reference(self, reference: Any, field: str) -> str | dict[str, Any]:
-        """One item: a known id, or an item dict whose image URL (if any) is downloaded here."""
+        """One item: a known id, or an item dict whose `image` (if any) is read here under `image_policy`."""
         if isinstance(reference, Mapping):
             item_id = reference.get("item_id")
             if not isinstance(item_id, str):
                 raise TypeError(f"An item dict in `{field}` needs a string `item_id`, got {item_id!r}.")
+            if item_id not in self._item_positions:
+                raise self._unknown_item(item_id, field)
             reference = dict(reference)
-            image = reference.get("image")
-            if isinstance(image, str) and image.startswith(URL_PREFIXES):
-                try:
-                    reference["image"] = load_image(image, timeout=10.0)
-                except Exception as error:  # network, HTTP and decoding errors alike
-                    raise ValueError(f"Item {item_id!r}: field `image` could not be loaded from {image[:80]!r} "
-                                     f"({error}).") from error
+            if reference.get("image") is not None:
+                reference["image"] = self.image_policy.read(reference["image"], item_id)
         elif isinstance(reference, str):
             item_id = reference
         else:
@@ -222,11 +237,14 @@ class PersonalizationPipeline(Pipeline):
                 f"got {type(reference).__name__} {reference!r}."
             )
         if item_id not in self._item_positions:
-            raise ValueError(
-                f"Unknown item id {item_id!r} in `{field}`: it is not in this model's catalogue "
-                f"of {len(self._item_positions)} items."
-            )
+            raise self._unknown_item(item_id, field)
         return reference
+
+    def _unknown_item(self, item_id: str, field: str) -> ValueError:
+        return ValueError(
+            f"Unknown item id {item_id!r} in `{field}`: it is not in this model's catalogue "
+            f"of {len(self._item_positions)} items."
+        )
 
     def _item_references(self, references: Any, field: str) -> list[str | dict[str, Any]]:
         if references is None or (isinstance(references, (list, tuple)) and not references):

@@ -132,3 +132,69 @@ def trained_model_dir(processor: UniMPProcessor, tmp_path_factory: pytest.TempPa
         sample_size=8, norm_num_groups=4,
     ).save_pretrained(directory / "image_tokenizer")  # fmt: skip
     return directory
+
+
+class _LoopbackServer:
+    """An HTTP server on 127.0.0.1 that records every request it gets: `/image.png` is a PNG, `/big` is 64 KiB,
+    `/redirect?to=URL` redirects. A test that must not reach it asserts `requests == []`."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server name)
+                server.requests.append(self.path)
+                if self.path.startswith("/redirect?to="):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.split("=", 1)[1])
+                    self.end_headers()
+                    return
+                body = _png_bytes("purple") if self.path == "/image.png" else b"x" * 65536
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.requests: list[str] = []
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[_LoopbackServer]:
+    """A recording HTTP server on 127.0.0.1 (see `_LoopbackServer`)."""
+    server = _LoopbackServer()
+    yield server
+    server.close()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> Callable[[int, int], bytes]:
+    """`bomb_png(width, height)`: a 70-byte PNG whose header declares that many pixels (its data is empty, so
+    only a reader that checks the header before decoding answers with the pixel count)."""
+    return _bomb_png

@@ -77,11 +77,11 @@ def test_inline_item_dicts_override_the_catalogue(pipe, tmp_path):
     inline = pipe(history=history, top_k=5)
     assert inline != pipe(history=["D4", "E5"], top_k=5)  # the images and title changed the prompt
     assert {result["item_id"] for result in inline} == set(ITEM_IDS)
-    # Image URLs are fetched with transformers' `load_image`; a data URL needs no network.
+    # A data URL is read inline (fetching http(s) URLs needs `allow_image_urls=True`: tests/test_image_inputs.py).
     url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
     from_url = pipe(history=[{"item_id": "D4", "image": url, "title": "Blue socks"}, history[1]], top_k=5)
     assert_same_items(from_url, inline)
-    with pytest.raises(ValueError, match="Item 'D4': field `image` could not be loaded"):
+    with pytest.raises(ValueError, match="Item 'D4': field `image` could not be read"):
         pipe(history=[{"item_id": "D4", "image": "data:image/png;base64,bm90IGFuIGltYWdl"}])
 
 

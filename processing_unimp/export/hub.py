@@ -1,7 +1,8 @@
 """A self-contained Hub export of a trained UniMP folder (`examples/export_hub.py`), and its push.
 
 Not shipped itself: it writes the shipped layer (every flat code file of `modeling_unimp/` and `processing_unimp/`)
-next to the weights, the processor, the image tokenizer and a model card.
+next to the weights, the processor, the image tokenizer and a model card, and optionally a Space for it
+(`export.space`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import processing_unimp
 from modeling_unimp import UniMPForConditionalGeneration
 from processing_unimp import UniMPProcessor
 from processing_unimp.data.files import atomic_directory
+from processing_unimp.export.space import matching_bundled_dataset, relative_path, space_url, test_users, write_space
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
 
 CARDS = Path(__file__).resolve().parents[2] / "hub_cards"
@@ -56,14 +58,21 @@ def code_files() -> list[Path]:
     return sorted(path for package in SHIPPED_PACKAGES for path in package.glob("*.py") if path.name != "__init__.py")
 
 
-def load_results(path: Path | None) -> dict[str, Any]:
-    """A benchmark JSON `{"datasets": {NAME: {"protocol", "models": {MODEL: {METRIC: value}}}}}`, or nothing."""
+def load_results(path: Path | None, dataset: str | None = None) -> dict[str, Any]:
+    """A benchmark JSON `{"datasets": {NAME: {"protocol", "models": {MODEL: {METRIC: value}}}}}`, or nothing.
+
+    With `dataset`, only that dataset's block: the one the exported model was trained and measured on.
+    """
     if path is None:
         return {}
     results = json.loads(Path(path).read_text())
     if not isinstance(results.get("datasets"), dict):
         raise ValueError(f"{path}: a benchmark results file needs a `datasets` object.")
-    return results["datasets"]
+    if dataset is None:
+        return results["datasets"]
+    if dataset not in results["datasets"]:
+        raise ValueError(f"{path} has no results for dataset {dataset!r}; it has {sorted(results['datasets'])}.")
+    return {dataset: results["datasets"][dataset]}
 
 
 def _ranking_metrics(scores: dict[str, Any]) -> dict[str, float]:
@@ -110,6 +119,7 @@ def render_card(
     repo_id: str | None,
     datasets: dict[str, Any],
     has_image_tokenizer: bool,
+    space: str = "",
 ) -> ModelCard:
     """The model card: metadata (pipeline tag, tags, model-index) plus the template filled from the model."""
     config = model.config
@@ -134,13 +144,16 @@ def render_card(
         example_history=processor.item_ids[:3],
         has_image_tokenizer=has_image_tokenizer,
         results_table=results_table(datasets),
+        space=space,
     )
 
 
 def _write(
-    model_dir: Path, folder: Path, name: str, card: str | Path | None, repo_id: str | None, datasets: dict[str, Any]
-) -> None:
-    """Write every file of the export into `folder` (see `export` for `card`); `name` titles the model card."""
+    model_dir: Path, folder: Path, name: str, card: str | Path | None, repo_id: str | None, datasets: dict[str, Any],
+    space: str,
+) -> UniMPProcessor:  # fmt: skip
+    """Write every file of the export into `folder` (see `export` for `card`); `name` titles the model card and
+    `space` (markdown) says where its demo is. Returns the processor."""
     if not (model_dir / "config.json").is_file():
         hint = " It holds a LoRA adapter: merge it into its base model first." if (
             model_dir / "adapter_config.json").is_file() else ""
@@ -159,8 +172,22 @@ def _write(
     if card is None:
         card = "unimp-3b" if model.num_parameters() >= BILLION else "demo"
     template = CARD_TEMPLATES.get(str(card), Path(card))
-    model_card = render_card(model, processor, template, name, repo_id, datasets, image_tokenizer.is_dir())
+    model_card = render_card(model, processor, template, name, repo_id, datasets, image_tokenizer.is_dir(), space)
     model_card.save(folder / "README.md")
+    return processor
+
+
+def _space_line(output_dir: Path, space_dir: Path | None, space_repo: str | None) -> str:
+    """Where the model card says the demo is: the Space on the Hub, or the Space folder next to the export."""
+    if space_repo:
+        return f"Try it in the Space [{space_repo}]({space_url(space_repo)}) (a Gradio app on this model)."
+    if space_dir is None:
+        return ""
+    relative = relative_path(space_dir, output_dir)
+    return (
+        f"A ready-to-push Gradio Space for this model was written to [`{relative}`]({relative}/README.md) (relative "
+        f"to this folder): run it with `python {relative}/app.py`; its README says how to push it."
+    )
 
 
 def export(
@@ -170,19 +197,37 @@ def export(
     card: str | Path | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
+    name: str | None = None,
+    dataset: str | Path | None = None,
+    space_dir: str | Path | None = None,
+    space_repo: str | None = None,
 ) -> Path:
     """Write the self-contained export of `model_dir` to `output_dir` atomically; returns `output_dir`.
 
     `card` is a template name (`unimp-3b`, `demo`) or path; by default `unimp-3b` for models of a billion
-    parameters or more, else `demo`.
+    parameters or more, else `demo`. `name` titles the card (default: the repo's or the folder's name). `dataset`
+    (a bundled name or a dataset folder) is what the model was trained on: the card reports only its `results`,
+    and the Space picks its test users from it (default: the bundled dataset with the model's catalogue, if any).
+    `space_dir` also writes a ready-to-push Space (`export.space.write_space`) there; the card links it, or the
+    Space `space_repo` when it is pushed there.
     """
     model_dir, output_dir = Path(model_dir), Path(output_dir)
+    space_dir = Path(space_dir) if space_dir is not None else None
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} exists; pass --overwrite to replace it.")
-    datasets = load_results(Path(results) if results else None)
-    name = repo_id.split("/")[-1] if repo_id else output_dir.name
+    if space_dir is not None and space_dir.exists() and not overwrite:
+        raise FileExistsError(f"{space_dir} exists; pass --overwrite to replace it.")
+    dataset_name = Path(dataset).name if dataset is not None else None
+    datasets = load_results(Path(results) if results else None, dataset_name)
+    name = name or (repo_id.split("/")[-1] if repo_id else output_dir.name)
     with atomic_directory(output_dir) as staging:
-        _write(model_dir, staging, name, card, repo_id, datasets)
+        processor = _write(model_dir, staging, name, card, repo_id, datasets, _space_line(output_dir, space_dir,
+                                                                                       space_repo))  # fmt: skip
+    if space_dir is not None:
+        source = dataset if dataset is not None else matching_bundled_dataset(processor.item_ids)
+        users = test_users(source, processor.item_ids) if source is not None else None
+        model = repo_id or relative_path(output_dir, space_dir)
+        write_space(space_dir, model, name, users, model_repo=repo_id, space_repo=space_repo, overwrite=overwrite)
     return output_dir
 
 
