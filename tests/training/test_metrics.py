@@ -9,8 +9,8 @@ from processing_unimp.training.metrics import (
     ranking_metrics,
     rating_metrics,
     selection_metrics,
-    text_metrics,
     target_ranks,
+    text_metrics,
 )
 
 
