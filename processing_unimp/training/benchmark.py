@@ -86,17 +86,15 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
     return rows
 
 
-def reference_rows(dataset: str) -> dict[str, dict]:
-    """Reference rows shipped with a bundled dataset (`reference_rows.json`: e.g. fashion-shop's oracle, which
-    reads the generator's hidden taste and is no model), labelled as such; none when the dataset has none."""
+def reference_rows(dataset: str, split: str = "test") -> dict[str, dict]:
+    """Reference rows shipped with a bundled dataset (`reference_rows.json`, e.g. fashion-shop's oracle, which reads
+    the generator's hidden taste and is no model), each labelled "reference: ..."; none when the dataset has none."""
     folder = Path(dataset) if Path(dataset).is_dir() else bundled_dataset_path(dataset)
     path = folder / "reference_rows.json"
     if not path.is_file():
         return {}
-    rows = json.loads(path.read_text())
-    rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-    return {f"reference: {row.get('label', name)}": row for name, row in (rows.items() if isinstance(rows, dict)
-                                                                         else enumerate(rows))}
+    rows = json.loads(path.read_text())["splits"][split]
+    return {f"reference: {row['label']}": {k: v for k, v in row.items() if k != "label"} for row in rows}
 
 
 def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
