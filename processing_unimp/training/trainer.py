@@ -19,6 +19,7 @@ from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 
 from ..schema_unimp import TASKS
 from ..templates_unimp import RECONSTRUCTION
+from .distributed import resolve_use_cpu
 from .evaluation import evaluate_ranking
 
 
@@ -90,6 +91,7 @@ class UniMPTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self.use_cpu = resolve_use_cpu(self.use_cpu)  # else torchrun on a CPU host trains independent copies
         super().__post_init__()
         parse_task_weights(self.task_weights)  # fail at parse time, not at the first step
 
