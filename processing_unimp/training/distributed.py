@@ -47,7 +47,8 @@ def enable_fsdp_on_cpu(accelerator) -> bool:
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = accelerator.state
-    if state.distributed_type != DistributedType.MULTI_CPU or os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+    fsdp_launch = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_launch:
         return False
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:

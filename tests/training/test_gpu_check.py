@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from processing_unimp.training import gpu_check
@@ -37,6 +36,7 @@ def test_bf16_training_and_full_ranking_steps_run(tmp_path, monkeypatch):
     ranking = gpu_check.full_ranking(trainer.model, processor, data, users=6, batch_size=4)
     assert ranking["num_users"] == 6 and ranking["users_per_second"] > 0 and 0 <= ranking["NDCG@10"] <= 1
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    distributed = gpu_check.distributed(ROOT / "examples/train.py", ROOT / "examples/accelerate", tmp_path, "tiny", 2, 60)
+    examples = ROOT / "examples"
+    distributed = gpu_check.distributed(examples / "train.py", examples / "accelerate", tmp_path, "tiny", 2, 60)
     assert distributed == {"ddp": "skipped: 1 CUDA device (DDP and ZeRO-2 need more than one)",
                            "deepspeed_zero2": "skipped: 1 CUDA device (DDP and ZeRO-2 need more than one)"}
