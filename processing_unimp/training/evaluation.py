@@ -7,6 +7,7 @@ Work is split across processes and the per-sample records gathered before any me
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,13 +43,21 @@ def prompt_inputs(processor, samples: Sequence[Mapping[str, Any]], device) -> di
 
 
 def _prompt_batches(model, processor, samples, batch_size: int, description: str, accelerator):
-    """Yield (batch samples, prompt inputs) for this process's share of the samples."""
+    """Yield (batch samples, prompt inputs) for this process's share of the samples.
+
+    Every process gets as many batches as the largest share needs: a sharded model (FSDP, ZeRO-3) gathers its
+    parameters in each forward pass, a collective that every process must join. A process whose share has run out
+    gets an empty batch with one sample's inputs: run the model on them and drop the result.
+    """
     shard = _shard(samples, accelerator)
+    num_batches = math.ceil(len(shard) / batch_size)
+    if accelerator is not None and accelerator.num_processes > 1:
+        num_batches = math.ceil(math.ceil(len(samples) / accelerator.num_processes) / batch_size)
     device = next(model.parameters()).device
     disable = accelerator is not None and not accelerator.is_main_process
-    for start in tqdm(range(0, len(shard), batch_size), desc=description, disable=disable):
+    for start in tqdm(range(0, num_batches * batch_size, batch_size), desc=description, disable=disable):
         batch = shard[start : start + batch_size]
-        yield batch, prompt_inputs(processor, batch, device)
+        yield batch, prompt_inputs(processor, batch or [samples[0]], device)
 
 
 def _prompt(sample: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,6 +91,8 @@ def evaluate_ranking(
     ranks: list[int] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "ranking", accelerator):
         scores = token_scores(answer_logits(model, inputs), processor.item_token_ids).cpu()
+        if not batch:
+            continue
         targets = torch.tensor([index[s["target"]["item_id"]] for s in batch])
         exclude = None
         if exclude_seen:
@@ -100,6 +111,8 @@ def evaluate_rating(
     records: list[tuple[float, float, float]] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "rating", accelerator):
         logits = answer_logits(model, inputs).cpu()
+        if not batch:
+            continue
         expected = processor.expected_rating(logits)
         most_likely = values[processor.rating_distribution(logits).argmax(-1)]
         truth = [float(s["target"]["rating"]) for s in batch]
@@ -118,7 +131,8 @@ def evaluate_explanations(
     records: list[tuple[str, str]] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "explanations", accelerator):
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                   suppress_tokens=[processor.end_of_chunk_token_id])
+                                   suppress_tokens=[processor.end_of_chunk_token_id],
+                                   synced_gpus=accelerator is not None and accelerator.num_processes > 1)
         new = generated[:, inputs["input_ids"].shape[1]:].cpu()
         records += [(processor.decode_explanation(row), s["target"]["explanation"]) for row, s in zip(new, batch)]
     records = _gather(records, accelerator)
@@ -133,6 +147,8 @@ def evaluate_selection(
     records: list[tuple[list[str], list[str]]] = []
     for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "selection", accelerator):
         logits = token_scores(answer_logits(model, inputs), processor.slot_token_ids).cpu()
+        if not batch:
+            continue
         for row, sample in zip(logits, batch):
             candidates = list(sample["candidates"])
             row = row[: len(candidates)]

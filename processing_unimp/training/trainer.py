@@ -19,6 +19,7 @@ from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 
 from ..schema_unimp import TASKS
 from ..templates_unimp import RECONSTRUCTION
+from .distributed import enable_fsdp_on_cpu, resolve_use_cpu, save_fsdp_sharded
 from .evaluation import evaluate_ranking
 
 
@@ -90,6 +91,7 @@ class UniMPTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        self.use_cpu = resolve_use_cpu(self.use_cpu)  # else torchrun on a CPU host trains independent copies
         super().__post_init__()
         parse_task_weights(self.task_weights)  # fail at parse time, not at the first step
 
@@ -166,6 +168,14 @@ class UniMPTrainer(Trainer):
         self.task_weights = torch.tensor([weights.get(task, 1.0) for task in TASKS])
         self.ranking_samples = ranking_samples
         self._image_features: dict[bytes, torch.Tensor] = {}
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        self.is_fsdp_enabled = enable_fsdp_on_cpu(self.accelerator) or self.is_fsdp_enabled
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        save_fsdp_sharded(self, output_dir or self.args.output_dir, _internal_call)
+        super().save_model(output_dir, _internal_call)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         metrics = {}

@@ -37,3 +37,21 @@ def test_metrics_are_gathered_from_two_processes(tmp_path):
     assert report["processes"] == 2
     assert report["gathered"]["num_users"] == 15
     assert report["gathered"] == report["single"]
+
+
+def test_every_process_runs_as_many_batches_as_the_largest_share(processor):
+    """A sharded model (FSDP, ZeRO-3) gathers its parameters in every forward pass: a process whose share of the
+    samples has run out still runs one (on a stand-in sample) and drops its result, instead of hanging the others."""
+    from types import SimpleNamespace
+
+    from processing_unimp.training.evaluation import _prompt_batches
+
+    torch.manual_seed(0)
+    model = unimp_for_processor("tiny", processor).eval()
+    samples = [{"task": "recommend", "history": ["A1"], "target": {"item_id": item}} for item in processor.item_ids]
+    batches = {}
+    for rank in (0, 1):  # 5 samples on 2 processes, batch 2: shares of 3 and 2 samples, 2 batches each
+        accelerator = SimpleNamespace(process_index=rank, num_processes=2, is_main_process=rank == 0)
+        batches[rank] = [(len(b), inputs["input_ids"].shape[0])
+                         for b, inputs in _prompt_batches(model, processor, samples, 2, "ranking", accelerator)]
+    assert batches == {0: [(2, 2), (1, 1)], 1: [(2, 2), (0, 1)]}
