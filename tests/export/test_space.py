@@ -94,7 +94,7 @@ def test_test_users_come_from_the_test_split():
     assert export_space.matching_bundled_dataset(item_ids[:-1]) is None
     users = export_space.test_users("fashion-shop", item_ids)
     recommend = [s for s in data["tasks_test"] if s["task"] == "recommend"]
-    assert len(users) == len(recommend) == 1000
+    assert len(users) == len(recommend) == data["test"].num_rows  # one per test user
     first = users[0]
     assert first["user_id"] == recommend[0]["user_id"] and first["target"] == recommend[0]["target"]["item_id"]
     assert [h["item_id"] for h in first["history"]] == [h["item_id"] for h in recommend[0]["history"]]
