@@ -44,8 +44,18 @@ class ModelArguments:
         metadata={"help": "Pretrained causal LM (e.g. togethercomputer/RedPajama-INCITE-Instruct-3B-v1): UniMP is "
                           "composed from both backbones, with their tokenizer and image processor."},
     )
-    answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
+    answer_media: str | None = field(
+        default=None,
+        metadata={"help": "all_images, last_image or own_chunk. Default: own_chunk with history_ids='before' (the "
+                          "final <answer> then reads images as every in-chunk <answer> of packed training does: "
+                          "through the chunks before it), else all_images."},
+    )
     text_conditioned_queries: bool = field(default=False)
+    freeze_vision_tower: bool | None = field(
+        default=None,
+        metadata={"help": "Override the preset's vision-tower policy; frozen, each distinct image is encoded once per "
+                          "run (--cache-image-features)."},
+    )
     init_item_tokens_from: str = field(
         default="title",
         metadata={"help": "Item attributes (comma-separated) whose mean token embedding starts each new item token "
@@ -150,21 +160,23 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
 
 def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None):
     """A saved model, or a new preset sized for the processor with its new token rows started from content."""
+    answer_media = model_args.answer_media or ("own_chunk" if processor.history_ids == "before" else "all_images")
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     elif model_args.text_model:
         if not model_args.vision_model:
             raise ValueError("--text-model needs --vision-model: UniMP is composed from both backbones.")
         model = UniMPForConditionalGeneration.from_vision_text_pretrained(
-            model_args.vision_model, model_args.text_model, answer_media=model_args.answer_media,
+            model_args.vision_model, model_args.text_model, answer_media=answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries, image_token_id=processor.image_token_id,
             end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
         )
         model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
     else:
+        frozen = {} if model_args.freeze_vision_tower is None else {"freeze_vision_tower": model_args.freeze_vision_tower}
         model = unimp_for_processor(
-            model_args.model_preset, processor, answer_media=model_args.answer_media,
-            text_conditioned_queries=model_args.text_conditioned_queries,
+            model_args.model_preset, processor, answer_media=answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries, **frozen,
         )
     if not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
