@@ -25,7 +25,7 @@ from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
 from .image_processing_unimp import load_rgb_image, make_image_processor
 from .ranking_unimp import rank_tokens
 from .schema_unimp import INTERACTION_FIELDS, TASKS, check_task, item_id_of
-from .templates_unimp import TEMPLATE_TEXTS, TEMPLATES, Chunk, Entry, Layout, ResolvedSample
+from .templates_unimp import HISTORY_IDS, TEMPLATE_TEXTS, TEMPLATES, Chunk, Entry, Layout, ResolvedSample, history_chunk, item_part
 from .tokenization_unimp import train_tokenizer
 from .vocabulary_unimp import (
     ANSWER_TOKEN,
@@ -85,6 +85,11 @@ class UniMPProcessor(ProcessorMixin):
         max_history_items, max_length: truncation limits; the oldest history chunks are dropped first.
         max_field_words: every attribute, explanation and query is capped at this many words.
         item_fields: the item attributes written into a chunk, in this order, as "Key: value; ...".
+        item_field_words: caps each item attribute at this many words instead of `max_field_words` (compact chunks).
+        field_labels: write "Key: value; ..." (default) or only the values ("value; ...", compact chunks).
+        history_ids: `"after"` (the original template: a history id follows its item's content, i.e. identification)
+            or `"before"` (`<answer> <item_k>` opens each chunk: every history id is a next-item target, and
+            recommend's prompt is the `<answer>` after the last chunk; see `templates_unimp.HISTORY_IDS`).
         unknown_items: `"error"` (default) or `"drop"` for history items missing from the item vocabulary.
         catalogue: the items table (a `datasets.Dataset`, a list of item dicts, or an `ItemCatalogue`).
     """
@@ -105,12 +110,17 @@ class UniMPProcessor(ProcessorMixin):
         max_length: int = 1024,
         max_field_words: int = 32,
         item_fields: Sequence[str] = DEFAULT_ITEM_FIELDS,
+        item_field_words: int | None = None,
+        field_labels: bool = True,
+        history_ids: str = "after",
         unknown_items: str = "error",
         catalogue: ItemCatalogue | datasets.Dataset | Iterable[Mapping[str, Any]] | None = None,
         chat_template: str | None = None,
     ):
         if unknown_items not in ("error", "drop"):
             raise ValueError(f"unknown_items must be 'error' or 'drop', got {unknown_items!r}.")
+        if history_ids not in HISTORY_IDS:
+            raise ValueError(f"history_ids must be one of {HISTORY_IDS}, got {history_ids!r}.")
         self.item_ids = list(item_ids)
         self.rating_min, self.rating_max, self.rating_step = rating_min, rating_max, rating_step
         self.rating_values = rating_values(rating_min, rating_max, rating_step)
@@ -120,6 +130,9 @@ class UniMPProcessor(ProcessorMixin):
         self.max_length = max_length
         self.max_field_words = max_field_words
         self.item_fields = list(item_fields)
+        self.item_field_words = item_field_words
+        self.field_labels = field_labels
+        self.history_ids = history_ids
         self.unknown_items = unknown_items
         if catalogue is not None and not isinstance(catalogue, ItemCatalogue):
             catalogue = ItemCatalogue(catalogue)
@@ -212,11 +225,12 @@ class UniMPProcessor(ProcessorMixin):
     def _describe(self, attributes: Mapping[str, Any]) -> str:
         """The "Key: value; ..." attribute text of an item; missing fields are left out, never filled."""
         parts = []
+        words = self.max_field_words if self.item_field_words is None else self.item_field_words
         for name in self.item_fields:
             value = attributes.get(name)
-            text = cap_words(_format_value(value), self.max_field_words) if value is not None else ""
+            text = cap_words(_format_value(value), words) if value is not None else ""
             if text:
-                parts.append(f"{_field_label(name)}: {text}")
+                parts.append(f"{_field_label(name)}: {text}" if self.field_labels else text)
         return "; ".join(parts)
 
     def _rating_token(self, rating: float, item_id: str) -> str:
@@ -273,7 +287,7 @@ class UniMPProcessor(ProcessorMixin):
         query = sample.get("query")
         if task in ("search", "generate_image") and not query:
             raise ValueError(f"Task {task!r} needs a `query`.")
-        resolved = ResolvedSample(task, self._history(sample.get("history"), task))
+        resolved = ResolvedSample(task, self._history(sample.get("history"), task), history_ids=self.history_ids)
         resolved.query = cap_words(query, self.max_field_words) if query else None
         if sample.get("target") is not None:
             resolved.target = self._entry(sample["target"], task, "target")
@@ -351,6 +365,25 @@ class UniMPProcessor(ProcessorMixin):
             "images": [load_rgb_image(chunk.image, chunk.item_id) for chunk in chunks if chunk.image is not None],
             "task_id": TASKS.index(resolved.task),
         }
+
+    def encode_history_chunks(
+        self, history: Sequence[Any], history_ids: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Each history item as one tokenized chunk, as recommend's template renders it (no truncation).
+
+        Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after a BOS they are the
+        history part of `encode`'s recommend sequence. `history_ids` overrides the processor's layout. Used to pack
+        whole user histories into training sequences (`processing_unimp.training.packing`).
+        """
+        layout = self.history_ids if history_ids is None else history_ids
+        if layout not in HISTORY_IDS:
+            raise ValueError(f"history_ids must be one of {HISTORY_IDS}, got {layout!r}.")
+        chunks = [history_chunk(entry, item_part, layout) for entry in self._history(history, "recommend")]
+        return [
+            {"input_ids": chunk.ids, "token_kinds": chunk.kinds, "item_id": chunk.item_id,
+             "images": [] if chunk.image is None else [load_rgb_image(chunk.image, chunk.item_id)]}
+            for chunk in self._tokenize(chunks)
+        ]
 
     def pad(self, encodings: Sequence[Mapping[str, Any]], padding_side: str | None = None) -> BatchFeature:
         """Collate `encode` outputs into padded tensors (see docs/CONTRACTS.md for keys and shapes)."""

@@ -16,6 +16,15 @@ from .vocabulary_unimp import ANSWER_TOKEN, END_OF_CHUNK_TOKEN, IMAGE_TOKEN
 CONTEXT, TARGET, RECONSTRUCTION = 0, 1, 2
 """Token kinds: unsupervised context, the final answer, and the history items' own supervised parts."""
 
+HISTORY_IDS = ("after", "before")
+"""Where a history chunk puts its item id (recommend, search, select).
+
+`"after"` (the original template): `<image>? text <answer> <item_k> <|endofchunk|>`: the id follows the item's own
+content, so supervising it teaches *identification* (content -> id). `"before"`: `<answer> <item_k> <image>? text
+<|endofchunk|>`: the `<answer>` opening chunk j sees only chunks < j, so every history id is a *next-item* target
+(what SASRec trains on), and recommend's prompt is just the `<answer>` after the last chunk, as in packed training.
+"""
+
 RECOMMEND_PROMPT = "What is the next item recommended to the user?"
 SEARCH_PROMPT = "Query: {query} What is the related item to the query based on the history?"
 RATE_EXPLAIN_PROMPT = "What is the rating and explanation for the item?"
@@ -72,6 +81,7 @@ class ResolvedSample:
     candidates: list[Entry] = field(default_factory=list)
     slot_tokens: list[str] = field(default_factory=list)
     answer_slots: list[str] | None = None
+    history_ids: str = "after"
 
 
 @dataclass
@@ -99,6 +109,24 @@ def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[
     return Chunk(segments, image=entry.image, item_id=entry.item_id)
 
 
+def next_item_chunk(entry: Entry, kind: int = RECONSTRUCTION) -> Chunk:
+    """`<answer>` + `<item_k>` + `<image>`? + attribute text + `<|endofchunk|>`: the id is predicted before the
+    item's content is seen (the `"before"` layout of `HISTORY_IDS`)."""
+    segments = [_token(ANSWER_TOKEN), _token(entry.item_token, kind)]
+    segments += [_token(IMAGE_TOKEN)] if entry.image is not None else []
+    if entry.text:
+        segments.append(Segment(entry.text))
+    segments.append(_token(END_OF_CHUNK_TOKEN))
+    return Chunk(segments, image=entry.image, item_id=entry.item_id)
+
+
+def history_chunk(entry: Entry, part: Callable[[Entry, int], list[Segment]], history_ids: str = "after") -> Chunk:
+    """One history item: its id before its content (`history_ids="before"`, item-id parts only) or after it."""
+    if history_ids == "before" and part is item_part:
+        return next_item_chunk(entry)
+    return item_chunk(entry, part(entry, RECONSTRUCTION))
+
+
 def prompt_chunk(text: str, answer: Sequence[Segment]) -> Chunk:
     """The task instruction, `<answer>`, and the answer when training."""
     return Chunk([Segment(text), _token(ANSWER_TOKEN), *answer])
@@ -121,7 +149,7 @@ def image_code_part(entry: Entry, kind: int) -> list[Segment]:
 
 
 def _history(sample: ResolvedSample, part: Callable[[Entry, int], list[Segment]]) -> list[Chunk]:
-    return [item_chunk(entry, part(entry, RECONSTRUCTION)) for entry in sample.history]
+    return [history_chunk(entry, part, sample.history_ids) for entry in sample.history]
 
 
 def _answer(sample: ResolvedSample, part: Callable[[Entry, int], list[Segment]]) -> list[Segment]:
@@ -129,8 +157,14 @@ def _answer(sample: ResolvedSample, part: Callable[[Entry, int], list[Segment]])
 
 
 def recommend(sample: ResolvedSample) -> Layout:
-    """History chunks ending `<answer> <item_k>`; "What is the next item ...? <answer>" -> `<item_k>`."""
+    """History chunks ending `<answer> <item_k>`; "What is the next item ...? <answer>" -> `<item_k>`.
+
+    With `history_ids="before"` every chunk opens with `<answer> <item_k>` and the prompt is that same opening for
+    the next item: `<answer>` -> `<item_k>`, exactly the position every history id is trained at.
+    """
     answer = _answer(sample, item_part)
+    if sample.history_ids == "before":
+        return Layout(_history(sample, item_part), [Chunk([_token(ANSWER_TOKEN), *answer])], bool(answer))
     return Layout(_history(sample, item_part), [prompt_chunk(RECOMMEND_PROMPT, answer)], bool(answer))
 
 

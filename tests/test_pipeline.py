@@ -197,3 +197,18 @@ def test_selection_is_always_a_subset_of_the_candidates(pipe):
     for request, selected in zip(requests, pipe(requests, task="select", batch_size=3)):
         ids = [result["item_id"] for result in selected]
         assert ids and len(set(ids)) == len(ids) and set(ids) <= set(request["candidates"])
+
+
+def test_recommend_with_next_item_template(make_processor):
+    """A processor with ids before content (packed next-item training): the pipeline ranks at the same `<answer>`
+    that opens every chunk, exactly as the evaluation does."""
+    processor = make_processor(history_ids="before")
+    torch.manual_seed(0)
+    model = unimp_for_processor("tiny", processor, answer_media="own_chunk").eval()
+    bare = PersonalizationPipeline(model=model, processor=processor)
+    ranked = bare(history=["A1", "C3"], task="recommend", top_k=None)
+    prompt = processor([{"task": "recommend", "history": ["A1", "C3"]}], padding_side="left")
+    ids = prompt["input_ids"][0].tolist()
+    assert ids[-2:] == [processor.end_of_chunk_token_id, processor.answer_token_id]
+    logits = answer_logits(model, {k: prompt[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_mask")})
+    assert [result["item_id"] for result in ranked] == processor.rank_items(logits, top_k=None)[0]

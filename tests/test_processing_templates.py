@@ -200,3 +200,43 @@ def test_batch_without_images(processor):
 
 def test_task_argument_for_plain_dict_samples(processor):
     assert processor({"history": ["A1"]}, task="recommend")["task_ids"].tolist() == [0]
+
+
+def next_item_history(p: UniMPProcessor) -> list[str]:
+    """`history_ids="before"`: each chunk opens with its id, so the id is predicted before its content is seen."""
+    return [
+        "<answer>", item(p, "A1"), "<image>", SHOES, "<|endofchunk|>",
+        "<answer>", item(p, "B2"), SHIRT, "<|endofchunk|>",
+        "<answer>", item(p, "C3"), "<image>", HAT, "<|endofchunk|>",
+    ]  # fmt: skip
+
+
+def test_recommend_with_ids_before_content(make_processor):
+    processor = make_processor(history_ids="before")
+    sample = {"task": "recommend", "history": HISTORY, "target": {"item_id": "D4"}}
+    encoded = processor.encode(sample)
+    # The prompt is the `<answer>` that opens the next chunk: the same position every history id is trained at.
+    assert encoded["input_ids"] == expected_ids(processor, *next_item_history(processor), "<answer>",
+                                                item(processor, "D4"), "</s>")
+    supervised = [i for i, kind in zip(encoded["input_ids"], encoded["token_kinds"]) if kind == 2]
+    assert supervised == [processor.item_token_ids[processor.item_ids.index(i)] for i in ("A1", "B2", "C3")]
+    inference = processor.encode({"task": "recommend", "history": HISTORY})
+    assert inference["input_ids"] == expected_ids(processor, *next_item_history(processor), "<answer>")
+    assert [image.size for image in inference["images"]] == [(8, 8), (16, 16)]
+    # Search keeps its instruction; rate_explain's history is unchanged (a rating is read after its item's content).
+    search = processor.encode({"task": "search", "history": HISTORY, "query": "warm socks", "target": "D4"})
+    query = "Query: warm socks What is the related item to the query based on the history?"
+    assert search["input_ids"] == expected_ids(processor, *next_item_history(processor), query, "<answer>",
+                                               item(processor, "D4"), "</s>")
+    rate = {"task": "rate_explain", "history": HISTORY, "target": {"item_id": "D4", "rating": 4}}
+    assert processor.encode(rate)["input_ids"] == make_processor().encode(rate)["input_ids"]
+    with pytest.raises(ValueError, match="history_ids"):
+        make_processor(history_ids="middle")
+
+
+def test_compact_chunks(make_processor):
+    processor = make_processor(item_fields=["title", "categories"], item_field_words=2, field_labels=False)
+    encoded = processor.encode({"task": "recommend", "history": ["A1"]})
+    prompt = ["<image>", "Red running; Shoes, Sport", "<answer>", item(processor, "A1"), "<|endofchunk|>",
+              "What is the next item recommended to the user?", "<answer>"]
+    assert encoded["input_ids"] == expected_ids(processor, *prompt)

@@ -18,12 +18,13 @@ from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from processing_unimp.processing_unimp import UniMPProcessor
 from processing_unimp.schema_unimp import TASKS
+from processing_unimp.training.packing import pack_histories
 from processing_unimp.training.protocol import recommend_samples
 from processing_unimp.training.trainer import (
     UniMPTrainer,
     UniMPTrainingArguments,
     init_image_code_tokens,
-    init_item_tokens_from_text,
+    init_item_tokens_from_content,
     unimp_for_processor,
 )
 
@@ -44,11 +45,31 @@ class ModelArguments:
         metadata={"help": "Pretrained causal LM (e.g. togethercomputer/RedPajama-INCITE-Instruct-3B-v1): UniMP is "
                           "composed from both backbones, with their tokenizer and image processor."},
     )
-    answer_media: str = field(default="all_images", metadata={"help": "all_images, last_image or own_chunk."})
+    answer_media: str | None = field(
+        default=None,
+        metadata={"help": "all_images, last_image or own_chunk. Default: own_chunk with history_ids='before' (the "
+                          "final <answer> then reads images as every in-chunk <answer> of packed training does: "
+                          "through the chunks before it), else all_images."},
+    )
     text_conditioned_queries: bool = field(default=False)
+    freeze_vision_tower: bool | None = field(
+        default=None,
+        metadata={"help": "Override the preset's vision-tower policy; frozen, each distinct image is encoded once per "
+                          "run (--cache-image-features)."},
+    )
     init_item_tokens_from: str = field(
         default="title",
-        metadata={"help": "Item attribute whose token embeddings start each new item token ('' = random start)."},
+        metadata={"help": "Item attributes (comma-separated) whose mean token embedding starts each new item token "
+                          "('' = no text part)."},
+    )
+    item_init_image_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a fixed random projection of the item's vision features in its token's start."},
+    )
+    item_init_noise: float = field(
+        default=0.0,
+        metadata={"help": "Weight of a seeded random part in each item token's start: keeps items with identical "
+                          "text apart (fashion-shop: 90 distinct titles for 2,305 items)."},
     )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
@@ -63,6 +84,28 @@ class DataArguments:
                           "and `<img_k>` tokens for the generate_image task, and ships in `image_tokenizer/`."},
     )
     tasks: str = field(default="recommend,search,rate_explain,select", metadata={"help": "Comma-separated."})
+    packed: bool = field(
+        default=False,
+        metadata={"help": "Recommend as packed next-item sequences: each user's whole time-ordered train history, "
+                          "id before content, cut into non-overlapping max_length sequences, so every train "
+                          "interaction is a target once per epoch (training/packing.py); the other --tasks are "
+                          "added as single samples. Sets history_ids='before'."},
+    )
+    history_ids: str = field(
+        default="after",
+        metadata={"help": "'after' (id after the item's content: identification) or 'before' (id first: next-item "
+                          "prediction at every history position); --packed implies 'before'."},
+    )
+    packed_recent: int | None = field(
+        default=None,
+        metadata={"help": "With --packed, only each user's latest N train interactions (None: all of them)."},
+    )
+    identification: bool = field(
+        default=False,
+        metadata={"help": "With --packed, also train every sequence in the 'after' layout (content -> id)."},
+    )
+    item_field_words: int | None = field(default=None, metadata={"help": "Words per item attribute in a chunk."})
+    field_labels: bool = field(default=True, metadata={"help": "Write 'Title: ...' labels in chunks (False: values)."})
     use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
     item_fields: str = field(default="title,categories", metadata={"help": "Item attributes written per chunk."})
     max_history_items: int = field(default=10)
@@ -106,6 +149,9 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
         image_size=image_size,
         vocab_size=data_args.tokenizer_vocab_size,
         item_fields=[f for f in data_args.item_fields.split(",") if f],
+        item_field_words=data_args.item_field_words,
+        field_labels=data_args.field_labels,
+        history_ids="before" if data_args.packed else data_args.history_ids,
         max_history_items=data_args.max_history_items,
         max_length=data_args.max_length,
         rating_min=min(ratings),
@@ -117,25 +163,29 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
 
 def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None):
     """A saved model, or a new preset sized for the processor with its new token rows started from content."""
+    answer_media = model_args.answer_media or ("own_chunk" if processor.history_ids == "before" else "all_images")
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     elif model_args.text_model:
         if not model_args.vision_model:
             raise ValueError("--text-model needs --vision-model: UniMP is composed from both backbones.")
         model = UniMPForConditionalGeneration.from_vision_text_pretrained(
-            model_args.vision_model, model_args.text_model, answer_media=model_args.answer_media,
+            model_args.vision_model, model_args.text_model, answer_media=answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries, image_token_id=processor.image_token_id,
             end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
         )
         model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
     else:
+        frozen = {} if model_args.freeze_vision_tower is None else {"freeze_vision_tower": model_args.freeze_vision_tower}
         model = unimp_for_processor(
-            model_args.model_preset, processor, answer_media=model_args.answer_media,
-            text_conditioned_queries=model_args.text_conditioned_queries,
+            model_args.model_preset, processor, answer_media=answer_media,
+            text_conditioned_queries=model_args.text_conditioned_queries, **frozen,
         )
     if not model_args.model_name_or_path:
-        if model_args.init_item_tokens_from:
-            init_item_tokens_from_text(model, processor, model_args.init_item_tokens_from)
+        fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
+        if fields or model_args.item_init_image_weight or model_args.item_init_noise:
+            init_item_tokens_from_content(model, processor, fields, model_args.item_init_image_weight,
+                                          model_args.item_init_noise)
         if image_tokenizer is not None:
             init_image_code_tokens(model, processor, image_tokenizer)
     if model_args.lora:
@@ -165,6 +215,31 @@ def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_rec
         keep = {row for _, row in longest.values()}
         selected = selected.select([row for row, task in enumerate(selected["task"]) if task != "recommend" or row in keep])
     return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
+
+
+def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_args: DataArguments) -> list[dict]:
+    """`--packed` training data as encodings: every train interaction a next-item target (when `recommend` is in
+    `tasks`), plus each other task's samples encoded one by one."""
+    encodings = []
+    if "recommend" in tasks:
+        encodings += pack_histories(processor, data["train"], data_args.max_length,
+                                    identification=data_args.identification, recent=data_args.packed_recent)
+    others = [t for t in tasks if t != "recommend"]
+    if others:
+        samples = select_tasks(data["tasks_train"], others, data_args.max_train_samples)
+        encodings += [processor.encode(sample) for sample in samples]
+    return encodings
+
+
+class PaddingCollator:
+    """Collates encodings (`UniMPProcessor.encode` or packed sequences) for the Trainer, or encodes raw samples."""
+
+    def __init__(self, processor: UniMPProcessor):
+        self.processor = processor
+
+    def __call__(self, rows):
+        encodings = [row if "input_ids" in row else self.processor.encode(row) for row in rows]
+        return self.processor.pad(encodings)
 
 
 def plot_curves(log_history: list[dict], path: Path) -> None:
@@ -199,14 +274,19 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     processor = build_processor(model_args, data_args, data, image_tokenizer)
     model = build_model(model_args, processor, image_tokenizer)
     tasks = [t for t in data_args.tasks.split(",") if t]
-    train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
-                                 latest_recommend_only=not data_args.all_recommend_windows)
+    collator = processor
+    if data_args.packed:
+        train_dataset = training_sequences(processor, data, tasks, data_args)
+        collator = PaddingCollator(processor)
+    else:
+        train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
+                                     latest_recommend_only=not data_args.all_recommend_windows)
     trainer = UniMPTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples),
-        data_collator=processor,
+        data_collator=collator,
         processing_class=processor,
         ranking_samples=recommend_samples(data, processor.item_ids, "validation", data_args.max_eval_users),
     )

@@ -9,7 +9,13 @@ import torch
 from transformers import TrainerCallback
 
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
-from processing_unimp.training.trainer import UniMPTrainer, UniMPTrainingArguments, parse_task_weights, unimp_loss
+from processing_unimp.training.trainer import (
+    UniMPTrainer,
+    UniMPTrainingArguments,
+    parse_task_weights,
+    supervised_positions,
+    unimp_loss,
+)
 
 IMAGE, END, ANSWER = 10, 11, 12
 
@@ -29,6 +35,20 @@ def test_loss_matches_hand_computation():
     plain = unimp_loss(logits, labels)
     assert plain.item() == pytest.approx((-math.log(0.5) - 2 * math.log(0.75)) / 3, rel=1e-6)
     assert unimp_loss(logits, labels, num_items_in_batch=6).item() == pytest.approx(plain.item() / 2, rel=1e-6)
+
+
+def test_loss_from_logits_at_labels_only_equals_the_full_loss():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=generator)
+    labels = torch.randint(0, 11, (3, 7), generator=generator).masked_fill(torch.rand(3, 7, generator=generator) < 0.5, -100)
+    kinds = torch.where(labels == -100, 0, torch.randint(1, 3, (3, 7), generator=generator))
+    tasks = torch.tensor([0, 2, 1])
+    options = dict(gamma=2.0, context_weight=0.3, task_weights=torch.tensor([2.0, 1.0, 0.5, 1.0, 1.0]),
+                   num_items_in_batch=20)
+    kept = logits[supervised_positions(labels)]
+    assert kept.shape == (int((labels[:, 1:] != -100).sum()), 11)
+    full = unimp_loss(logits, labels, kinds, tasks, **options)
+    torch.testing.assert_close(unimp_loss(kept, labels, kinds, tasks, **options), full)
 
 
 def test_task_weights_parse_and_reject_unknown_tasks():
@@ -74,6 +94,17 @@ def trainer_args(tmp_path, **overrides) -> UniMPTrainingArguments:
                     lr_scheduler_type="constant", optim="sgd", report_to=[], save_strategy="no",
                     logging_strategy="no", disable_tqdm=True, seed=0, use_cpu=True, context_weight=0.5)
     return UniMPTrainingArguments(**{**defaults, **overrides})
+
+
+def test_head_at_labels_only_gives_the_same_training_step(tmp_path):
+    samples = make_samples(4)
+    models = {}
+    for at_labels in (False, True):
+        models[at_labels] = make_model()
+        args = trainer_args(tmp_path / str(at_labels), per_device_train_batch_size=4, logits_at_labels=at_labels)
+        UniMPTrainer(model=models[at_labels], args=args, train_dataset=samples).train()
+    for (name, a), b in zip(models[False].state_dict().items(), models[True].state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
@@ -156,6 +187,30 @@ def test_item_tokens_start_from_their_title_embeddings(catalogue_items):
     torch.testing.assert_close(weight[rows["A1"]], weight[rows["Z9"]])  # same title, same start
     title_ids = processor.tokenizer(catalogue_items[2]["title"], add_special_tokens=False)["input_ids"]
     torch.testing.assert_close(weight[rows["C3"]], weight[title_ids].mean(0))
+
+
+def test_item_tokens_start_from_content_with_collisions_separated(catalogue_items):
+    from processing_unimp import UniMPProcessor
+    from processing_unimp.training.trainer import init_item_tokens_from_content, item_content_rows, unimp_for_processor
+
+    items = [*catalogue_items[:4], {"item_id": "Z9", "title": catalogue_items[0]["title"]}]
+    processor = UniMPProcessor.from_catalogue(items, vocab_size=300, image_size=16)
+    model = unimp_for_processor("tiny", processor)
+    index = {item_id: k for k, item_id in enumerate(processor.item_ids)}
+    rows, has_content = item_content_rows(model, processor)
+    assert has_content.all()
+    torch.testing.assert_close(rows[index["A1"]], rows[index["Z9"]])  # same title: a collision
+    rows, _ = item_content_rows(model, processor, noise=0.3, seed=1)
+    assert len({tuple(row.tolist()) for row in rows}) == len(items)
+    assert torch.equal(rows, item_content_rows(model, processor, noise=0.3, seed=1)[0])  # seeded
+    # Images (A1, C3, D4 have one; Z9 shares A1's title but has none) move the start; noise-free, rows stay apart.
+    rows, _ = item_content_rows(model, processor, image_weight=1.0)
+    assert not torch.allclose(rows[index["A1"]], rows[index["Z9"]])
+    weight = model.get_input_embeddings().weight
+    assert rows.std().item() == pytest.approx(weight.std().item(), rel=1e-4)
+    expected, _ = item_content_rows(model, processor, image_weight=1.0, noise=0.1)
+    assert init_item_tokens_from_content(model, processor, image_weight=1.0, noise=0.1) == len(items)
+    torch.testing.assert_close(weight[processor.item_token_ids], expected)
 
 
 def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path):

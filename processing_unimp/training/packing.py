@@ -1,0 +1,133 @@
+"""Pack each user's whole training history into training sequences in which every interaction is a target.
+
+A recommend window of the original recipe supervises one next-item target (and, with the id after the content,
+identifications); a user's windows overlap almost entirely, so most of their compute is repeated. Here each user's
+time-ordered training interactions are rendered once, in the `history_ids="before"` layout (`<answer> <item_k>`
+opens each chunk, so the `<answer>` of chunk j is conditioned on chunks < j only), and cut into non-overlapping
+sequences of at most `max_length` tokens, each starting on a chunk boundary: every training interaction is a
+next-item target exactly once per epoch, as SASRec trains on all positions. Validation and test interactions never
+enter a training sequence: pass the dataset's `train` split. Not shipped to the Hub.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..schema_unimp import TASKS
+from ..templates_unimp import RECONSTRUCTION
+
+
+def user_histories(interactions: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each user's interactions, oldest first (ties keep the table order), in first-appearance order of users."""
+    by_user: dict[str, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
+    for row, interaction in enumerate(interactions):
+        by_user[str(interaction["user_id"])].append((int(interaction["timestamp"]), row, dict(interaction)))
+    return {user: [entry for *_, entry in sorted(rows, key=lambda r: r[:2])] for user, rows in by_user.items()}
+
+
+def _item_chunks(processor, item_ids: Sequence[str], history_ids: str) -> dict[str, dict[str, Any]]:
+    """The tokenized chunk of each distinct item (a chunk depends on its item alone): catalogues are far smaller
+    than interaction logs."""
+    distinct = list(dict.fromkeys(item_ids))
+    encoded = processor.encode_history_chunks([{"item_id": i} for i in distinct], history_ids=history_ids)
+    return dict(zip(distinct, encoded))
+
+
+def _pack_user(chunks: list[dict[str, Any]], bos: list[int], max_length: int) -> list[list[dict[str, Any]]]:
+    """Greedy: consecutive chunks while the sequence (BOS included) fits in `max_length` tokens."""
+    sequences, current, length = [], [], len(bos)
+    for chunk in chunks:
+        size = len(chunk["input_ids"])
+        if len(bos) + size > max_length:
+            raise ValueError(f"Item {chunk['item_id']!r}: its chunk alone ({size} tokens) exceeds max_length={max_length}.")
+        if current and length + size > max_length:
+            sequences.append(current)
+            current, length = [], len(bos)
+        current.append(chunk)
+        length += size
+    if current:
+        sequences.append(current)
+    return sequences
+
+
+def _sequence_encoding(chunks: list[dict[str, Any]], bos: list[int], user_id: str, task_id: int) -> dict[str, Any]:
+    input_ids = bos + [i for chunk in chunks for i in chunk["input_ids"]]
+    kinds = [0] * len(bos) + [k for chunk in chunks for k in chunk["token_kinds"]]
+    return {
+        "input_ids": input_ids,
+        "token_kinds": kinds,
+        "labels": [i if kind else -100 for i, kind in zip(input_ids, kinds)],
+        "images": [image for chunk in chunks for image in chunk["images"]],
+        "task_id": task_id,
+        "user_id": user_id,
+    }
+
+
+def pack_histories(
+    processor,
+    interactions: Iterable[Mapping[str, Any]],
+    max_length: int | None = None,
+    *,
+    identification: bool = False,
+    min_interactions: int = 1,
+    recent: int | None = None,
+) -> list[dict[str, Any]]:
+    """Packed next-item training sequences: `processor.pad`-ready encodings (plus their `user_id`).
+
+    Args:
+        processor: a `UniMPProcessor`; its catalogue gives each chunk's content (its own `history_ids` is not read:
+            packed sequences always use the `"before"` layout, which recommend's prompt must match at inference).
+        interactions: the **training** interactions only (the dataset's `train` split): every one of them becomes
+            exactly one next-item target (an `<item_k>` label of kind context reconstruction, task recommend).
+        max_length: tokens per sequence, BOS included (default: the processor's `max_length`).
+        identification: also emit every user's sequences in the original `"after"` layout (the id after its content:
+            identification as a second objective); doubles the tokens per epoch.
+        min_interactions: users with fewer training interactions are left out.
+        recent: keep only each user's `recent` latest training interactions (a compute budget knob: long histories
+            dominate the tokens of an epoch, and their oldest items say least about the next one). None keeps all.
+    """
+    max_length = processor.max_length if max_length is None else max_length
+    histories = {u: h[-recent:] if recent else h for u, h in user_histories(interactions).items()
+                 if len(h) >= min_interactions}
+    all_items = [entry["item_id"] for history in histories.values() for entry in history]
+    layouts = ["before", "after"] if identification else ["before"]
+    chunk_of = {layout: _item_chunks(processor, all_items, layout) for layout in layouts}
+    bos = [] if processor.tokenizer.bos_token_id is None else [processor.tokenizer.bos_token_id]
+    task_id = TASKS.index("recommend")
+    encodings = []
+    for layout in layouts:
+        for user, history in histories.items():
+            chunks = [chunk_of[layout][entry["item_id"]] for entry in history]
+            for sequence in _pack_user(chunks, bos, max_length):
+                encodings.append(_sequence_encoding(sequence, bos, user, task_id))
+    return encodings
+
+
+def packed_targets(encodings: Iterable[Mapping[str, Any]], processor) -> Counter:
+    """How often each (user_id, item_id) is a supervised item target in `encodings` (to check an epoch's cover)."""
+    item_of = dict(zip(processor.item_token_ids, processor.item_ids))
+    counts: Counter = Counter()
+    for encoding in encodings:
+        for label, kind in zip(encoding["labels"], encoding["token_kinds"]):
+            if label != -100 and kind == RECONSTRUCTION and label in item_of:
+                counts[(encoding["user_id"], item_of[label])] += 1
+    return counts
+
+
+def packing_statistics(encodings: Sequence[Mapping[str, Any]], processor) -> dict[str, float]:
+    """Sequences, tokens, supervised item targets and images of a packed epoch."""
+    tokens = sum(len(e["input_ids"]) for e in encodings)
+    targets = sum(packed_targets(encodings, processor).values())
+    return {
+        "sequences": len(encodings),
+        "tokens": tokens,
+        "targets": targets,
+        "tokens_per_target": tokens / max(targets, 1),
+        "mean_length": tokens / max(len(encodings), 1),
+        "images": sum(len(e["images"]) for e in encodings),
+    }
+
+
+__all__ = ["pack_histories", "packed_targets", "packing_statistics", "user_histories"]

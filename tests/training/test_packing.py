@@ -1,0 +1,94 @@
+"""Packed next-item training sequences: every train interaction is a target exactly once per epoch, nothing else is."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from processing_unimp import UniMPProcessor
+from processing_unimp.training.packing import pack_histories, packed_targets, packing_statistics, user_histories
+from processing_unimp.training.trainer import unimp_for_processor
+
+WORDS = ["red", "blue", "green", "wool", "linen", "coat", "shirt", "boots", "hat", "scarf"]
+
+
+@pytest.fixture(scope="module")
+def shop():
+    """30 items, 7 users with 3..16 interactions each, split leave-one-out by time (last = test, 2nd last = val)."""
+    rng = np.random.default_rng(0)
+    items = [{"item_id": f"i{k:02d}", "title": " ".join(rng.choice(WORDS, size=1 + k % 4))} for k in range(30)]
+    splits = {"train": [], "validation": [], "test": []}
+    for user in range(7):
+        length = 3 + 2 * user
+        chosen = rng.choice(30, size=length, replace=False)
+        times = np.sort(rng.choice(10_000, size=length, replace=False))
+        rows = [{"user_id": f"u{user}", "item_id": f"i{k:02d}", "timestamp": int(t)} for k, t in zip(chosen, times)]
+        rows = [rows[j] for j in rng.permutation(length)]  # the table is not in time order
+        ordered = sorted(rows, key=lambda r: r["timestamp"])
+        splits["train"] += [r for r in rows if r["timestamp"] < ordered[-2]["timestamp"]]
+        splits["validation"].append(ordered[-2])
+        splits["test"].append(ordered[-1])
+    processor = UniMPProcessor.from_catalogue(items, vocab_size=200, image_size=16, history_ids="before")
+    return processor, splits
+
+
+@pytest.mark.parametrize("room", [1, 2, 4, 100])
+def test_every_train_interaction_is_a_target_exactly_once(shop, room):
+    processor, splits = shop
+    longest = max(len(c["input_ids"]) for c in processor.encode_history_chunks([r["item_id"] for r in splits["train"]]))
+    max_length = 1 + longest * room  # from one chunk per sequence up to whole histories
+    encodings = pack_histories(processor, splits["train"], max_length)
+    targets = packed_targets(encodings, processor)
+    assert targets == Counter((r["user_id"], r["item_id"]) for r in splits["train"])
+    held_out = {(r["user_id"], r["item_id"]) for r in splits["validation"] + splits["test"]}
+    assert not held_out & set(targets)
+    answer, end = processor.answer_token_id, processor.end_of_chunk_token_id
+    bos = processor.tokenizer.bos_token_id
+    histories = user_histories(splits["train"])
+    by_user: dict[str, list[int]] = {}
+    for encoding in encodings:
+        ids = encoding["input_ids"]
+        assert len(ids) <= max_length and ids[0] == bos and ids[1] == answer and ids[-1] == end  # chunk boundaries
+        by_user.setdefault(encoding["user_id"], []).extend(ids[1:])
+    for user, history in histories.items():
+        # The sequences of a user, in order and without overlap, are their whole time-ordered train history.
+        whole = processor.encode_history_chunks([r["item_id"] for r in history])
+        assert by_user[user] == [i for chunk in whole for i in chunk["input_ids"]]
+    stats = packing_statistics(encodings, processor)
+    assert stats["targets"] == len(splits["train"]) and stats["sequences"] == len(encodings)
+
+
+def test_packed_positions_match_the_recommend_prompt(shop):
+    """The recommend prompt (history, then `<answer>`) is the prefix of the packed sequence up to the next id."""
+    processor, splits = shop
+    history = user_histories(splits["train"])["u3"]
+    ids = [r["item_id"] for r in history]
+    packed = pack_histories(processor, history, 512)[0]["input_ids"]
+    prompt = processor.encode({"task": "recommend", "history": ids[:-1]})["input_ids"]
+    assert len(ids) - 1 <= processor.max_history_items
+    assert packed[: len(prompt)] == prompt
+    assert packed[len(prompt)] == processor.item_token_ids[processor.item_ids.index(ids[-1])]
+
+
+def test_identification_adds_the_content_first_layout(shop, tmp_path):
+    processor, splits = shop
+    plain = pack_histories(processor, splits["train"], 100)
+    both = pack_histories(processor, splits["train"], 100, identification=True)
+    assert both[: len(plain)] == plain
+    targets = packed_targets(both[len(plain):], processor)
+    assert targets == Counter((r["user_id"], r["item_id"]) for r in splits["train"])
+    after = both[len(plain)]["input_ids"]
+    assert after[1] != processor.answer_token_id  # content first, id after it
+    with pytest.raises(ValueError, match="exceeds max_length"):
+        pack_histories(processor, splits["train"], 3)
+    processor.save_pretrained(tmp_path)
+    assert UniMPProcessor.from_pretrained(tmp_path).history_ids == "before"
+
+
+def test_packed_batch_trains(shop):
+    processor, splits = shop
+    model = unimp_for_processor("tiny", processor)
+    batch = processor.pad(pack_histories(processor, splits["train"], 100)[:4])
+    loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
+    loss.backward()
+    assert loss.isfinite()
