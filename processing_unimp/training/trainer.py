@@ -211,7 +211,7 @@ def item_content_rows(
         for start in range(0, len(images), batch_size):
             part = [load_rgb_image(image, processor.item_ids[row]) for row, image in images[start : start + batch_size]]
             pixels = processor.image_processor(part, return_tensors="pt")["pixel_values"].to(device)
-            features.append(model.get_image_features(pixels).float().mean(1).cpu())
+            features.append(model.get_image_features(pixels[None]).last_hidden_state[0].float().mean(1).cpu())
         features = torch.cat(features)
         projection = torch.randn(features.shape[1], weight.shape[1], generator=generator)
         index = torch.tensor([row for row, _ in images])
