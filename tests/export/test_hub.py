@@ -116,21 +116,9 @@ def test_results_file_needs_datasets(tmp_path):
         export_hub.load_results(path)
 
 
-def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, capsys):
-    calls = []
-
-    class FakeHfApi:  # records what the real HfApi would be asked to do
-        def __init__(self, token=None):
-            calls.append(("token", token))
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "https://huggingface.co/org/unimp-3b-test/commit/0"
-
-    monkeypatch.setattr(export_hub, "HfApi", FakeHfApi)
+def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, capsys, fake_hf_api):
+    fake, calls = fake_hf_api
+    monkeypatch.setattr(export_hub, "HfApi", fake)
     output = tmp_path / "export"
     output.mkdir()
     (output / "stale.txt").write_text("from an older export")

@@ -103,21 +103,9 @@ def test_test_users_come_from_the_test_split():
     assert export_space.test_users("fashion-shop", item_ids[:100]) == []  # no user whose items all survive
 
 
-def test_push_space(tmp_path, monkeypatch):
-    calls = []
-
-    class FakeHfApi:
-        def __init__(self, token=None):
-            calls.append(("token", token))
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "https://huggingface.co/spaces/org/demo/commit/0"
-
-    monkeypatch.setattr(export_space, "HfApi", FakeHfApi)
+def test_push_space(tmp_path, monkeypatch, fake_hf_api):
+    fake, calls = fake_hf_api
+    monkeypatch.setattr(export_space, "HfApi", fake)
     assert export_space.push_space(tmp_path, "org/demo").endswith("/commit/0")
     assert calls[1] == ("create_repo", "org/demo", {"repo_type": "space", "space_sdk": "gradio", "private": False,
                                                     "exist_ok": True})  # fmt: skip
