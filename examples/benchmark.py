@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
     parser.add_argument("--export-recbole", type=Path, metavar="DIR", help="write RecBole atomic files and stop")
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--max-steps", type=int, default=400)
+    parser.add_argument("--epochs", type=float, default=8, help="UniMP budget: epochs of the packed train data")
+    parser.add_argument("--max-steps", type=int, default=-1, help="UniMP budget in optimiser steps (overrides)")
     parser.add_argument("--eval-users", type=int, default=None, help="validation users per evaluation (all)")
     parser.add_argument("--test-users", type=int, default=None, help="UniMP test users (default: all)")
     parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; SASRec stops early on validation")
@@ -61,20 +62,21 @@ def main() -> None:
     models, speed = {}, None
     variants = [] if args.baselines_only else [v for v in args.variants.split(",") if v]
     for variant in variants:
-        metrics, model, processor, _ = run_unimp(args.dataset, variant, args.output_dir, args.preset, args.max_steps,
+        metrics, model, processor, _ = run_unimp(args.dataset, variant, args.output_dir, args.preset, args.epochs,
                                                  args.eval_users, args.test_users, tasks_metrics=variant == "unimp",
-                                                 exclude_seen=exclude_seen)
+                                                 exclude_seen=exclude_seen, max_steps=args.max_steps, seed=args.seed)
         models[variant] = metrics
         if variant == "unimp":
             speed = ranking_speed(model, processor, split.samples("test")[: args.speed_users])
     models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
     models.update(reference_rows(args.dataset))
 
+    budget = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.epochs:g} epochs (packed)"
     output = args.output_dir / "benchmark.json"
     results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
     results["datasets"][args.dataset] = {
         "protocol": protocol_text(split.num_items, len(split.test), exclude_seen)
-        + (f"; UniMP `{args.preset}` trained {args.max_steps} steps" if variants else ""),
+        + (f"; UniMP `{args.preset}` trained {budget}" if variants else ""),
         "seed": args.seed, "torch_threads": torch.get_num_threads(), "models": models,
     }
     if speed is not None:

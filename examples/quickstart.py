@@ -44,19 +44,24 @@ def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[d
     test = split.samples("test")[: args.test_users]
     models, trained = {}, {}
     for variant, overrides in runs.items():
-        metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.max_steps,
-                                                 args.eval_users, args.test_users, variant == "unimp", **overrides)
+        metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.epochs,
+                                                 args.eval_users, args.test_users, variant == "unimp",
+                                                 max_steps=args.max_steps, **overrides)
         models[variant] = metrics
         if variant == "unimp":  # the model the rest of the quickstart uses; ablations are only scored
             trained[variant] = (model, processor, data, test)
     models.update(run_baselines(data, split, sasrec_epochs=args.sasrec_epochs))
     block = {
         "protocol": protocol_text(split.num_items, len(test), exclude_seen=True)
-        + f"; UniMP `small` trained {args.max_steps} steps on {runs['unimp'].get('tasks', RANKING_TASKS)}",
+        + f"; UniMP `small` trained {budget(args)} on {runs['unimp'].get('tasks', RANKING_TASKS)}",
         "statistics": read_statistics(bundled_dataset_path(name)),
         "models": models,
     }
     return block, trained
+
+
+def budget(args) -> str:
+    return f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.epochs:g} epochs (packed recommend)"
 
 
 def one_user_on_every_task(pipe, sample: dict) -> dict:
@@ -74,7 +79,10 @@ def one_user_on_every_task(pipe, sample: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
-    parser.add_argument("--max-steps", type=int, default=150, help="training steps of each UniMP run")
+    parser.add_argument("--epochs", type=float, default=1, help="epochs of each UniMP run (packed recommend data)")
+    parser.add_argument("--max-steps", type=int, default=-1, help="training steps of each UniMP run (overrides)")
+    parser.add_argument("--task-samples", type=int, default=1000,
+                        help="samples of the other tasks added to the packed recommend data of each run")
     parser.add_argument("--tokenizer-epochs", type=int, default=4, help="epochs of the VQ image tokenizer")
     parser.add_argument("--sasrec-epochs", type=int, default=40,
                         help="cap (the benchmark allows 300); SASRec stops early on validation")
@@ -92,13 +100,14 @@ def main() -> None:
     image_tokenizer, tokenizer_results = train_image_tokenizer(fashion["items"], tokenizer_dir,
                                                                epochs=args.tokenizer_epochs)
     fashion_runs = {
-        "unimp": {"tasks": RANKING_TASKS + ",generate_image", "image_tokenizer": str(tokenizer_dir)},
-        "unimp-no-images": {"tasks": RANKING_TASKS},
+        "unimp": {"tasks": RANKING_TASKS + ",generate_image", "image_tokenizer": str(tokenizer_dir),
+                  "max_train_samples": args.task_samples},
+        "unimp-no-images": {"tasks": RANKING_TASKS, "max_train_samples": args.task_samples},
     }
     results: dict = {"datasets": {}}
     results["datasets"]["fashion-shop"], trained = run_dataset("fashion-shop", fashion_runs, args, output)
-    results["datasets"]["movielens-small"], _ = run_dataset("movielens-small", {"unimp": {"tasks": RANKING_TASKS}},
-                                                            args, output)
+    movielens_runs = {"unimp": {"tasks": RANKING_TASKS, "max_train_samples": args.task_samples}}
+    results["datasets"]["movielens-small"], _ = run_dataset("movielens-small", movielens_runs, args, output)
 
     model, processor, data, test = trained["unimp"]
     results["speed"] = ranking_speed(model, processor, test[:64])

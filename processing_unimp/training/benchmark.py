@@ -33,17 +33,21 @@ from .evaluation import (
     prompt_inputs,
 )
 from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples
-from .recipe import DataArguments, ModelArguments, run_training, select_tasks
+from .recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
 from .trainer import UniMPTrainingArguments
 
-# Each UniMP variant overrides the base run: (model/data argument overrides, training argument overrides).
+# The base run (`unimp_arguments`) is the packed next-item recipe: every train interaction a target once per epoch,
+# compact chunks (`<answer> <item_k> <image>? <|endofchunk|>`: the item's text enters through its token's
+# content-started row, not as words, so an epoch costs ~4 tokens per interaction), item rows started from title
+# (+ image features, + noise that separates items with equal titles). Each variant overrides it:
+# (model/data argument overrides, training argument overrides).
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp": ({}, {}),
     "unimp-no-images": ({"use_images": False}, {}),
-    "unimp-id-only": ({"use_images": False, "item_fields": ""}, {}),
-    "unimp-no-context": ({}, {"context_weight": 0.0}),
+    "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
+                       "item_init_noise": 0.0}, {}),
+    "unimp-title-chunks": ({"item_fields": "title"}, {}),
     "unimp-gamma0": ({}, {"gamma": 0.0}),
-    "unimp-single-task": ({"tasks": "recommend"}, {}),
 }
 HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
@@ -97,43 +101,58 @@ def reference_rows(dataset: str, split: str = "test") -> dict[str, dict]:
     return {f"reference: {row['label']}": {k: v for k, v in row.items() if k != "label"} for row in rows}
 
 
-def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int,
-                    **data_overrides):
-    """The three argument dataclasses of `examples/train.py` for one variant (`data_overrides` apply first)."""
+def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
+                    max_steps: int = -1, seed: int = 0, **data_overrides):
+    """The three argument dataclasses of `examples/train.py` for one variant (`data_overrides` apply first).
+
+    The budget is `epochs` of the packed training data, evaluated (validation ranking) after each epoch, or
+    `max_steps` optimiser steps (evaluated three times) when positive.
+    """
     data_model, training = VARIANTS[variant]
-    model_args = ModelArguments(model_preset=preset)
-    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, max_history_items=8, item_fields="title",
-                              **data_overrides)
+    model_args = ModelArguments(model_preset=preset, init_item_tokens_from="title", item_init_image_weight=1.0,
+                                item_init_noise=0.5)
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend",
+                              item_fields="", max_history_items=50, **data_overrides)
     for key, value in data_model.items():
         target = model_args if hasattr(model_args, key) else data_args
         setattr(target, key, value)
+    schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if max_steps > 0:
+        every = max(max_steps // 3, 1)
+        schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
     training_args = UniMPTrainingArguments(
-        output_dir=str(output_dir / variant), max_steps=max_steps, learning_rate=2e-3, lr_scheduler_type="cosine",
-        warmup_steps=0.05, per_device_train_batch_size=8, per_device_eval_batch_size=32,
-        eval_strategy="steps", eval_steps=max(max_steps // 3, 1), save_strategy="steps",
-        save_steps=max(max_steps // 3, 1), save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="NDCG@10", greater_is_better=True, logging_steps=max(max_steps // 20, 1),
-        report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=0, **training,
+        output_dir=str(output_dir / variant), num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-3,
+        lr_scheduler_type="cosine", warmup_steps=0.02, per_device_train_batch_size=8, per_device_eval_batch_size=32,
+        save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="NDCG@10", greater_is_better=True,
+        logging_steps=50, report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=seed,
+        **schedule, **training,
     )
     return model_args, data_args, training_args
 
 
-def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, max_steps: int, eval_users: int | None,
+def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
               test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, exclude_seen: bool = True,
-              **data_overrides):
+              max_steps: int = -1, seed: int = 0, **data_overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
-    args = unimp_arguments(dataset, variant, output_dir, preset, max_steps, eval_users, **data_overrides)
+    args = unimp_arguments(dataset, variant, output_dir, preset, epochs, eval_users, max_steps, seed,
+                           **data_overrides)
     start = time.perf_counter()
     trainer, processor, data = run_training(*args)
     seconds = time.perf_counter() - start
     model = trainer.model
     test = recommend_samples(data, processor.item_ids, "test", test_users)
+    state = trainer.state
+    best = max((r for r in state.log_history if "eval_NDCG@10" in r), key=lambda r: r["eval_NDCG@10"], default={})
     metrics = {**evaluate_ranking(model, processor, test, exclude_seen=exclude_seen), "train_seconds": seconds,
-               "train_steps": max_steps}
+               "train_steps": state.global_step, "epochs": state.epoch, "best_epoch": best.get("epoch"),
+               "validation_NDCG@10": best.get("eval_NDCG@10"), "seed": args[2].seed,
+               "torch_threads": torch.get_num_threads()}
     available = set(data["tasks_test"]["task"])
-    if tasks_metrics:  # the other tasks on the first `task_users` test users each
-        samples = {task: list(select_tasks(data["tasks_test"], [task], task_users))
-                   for task in ("search", "rate_explain", "select") if task in available}
+    trained = set(args[1].tasks.split(","))
+    if tasks_metrics:  # the other trained tasks on the first `task_users` test users each
+        history = args[1].task_history_items if args[1].packed else None  # as they were trained
+        samples = {task: recent_history(select_tasks(data["tasks_test"], [task], task_users), history)
+                   for task in ("search", "rate_explain", "select") if task in available and task in trained}
         if "search" in samples:
             metrics["search"] = evaluate_ranking(model, processor, samples["search"])
         if "rate_explain" in samples:

@@ -104,6 +104,11 @@ class DataArguments:
         default=False,
         metadata={"help": "With --packed, also train every sequence in the 'after' layout (content -> id)."},
     )
+    task_history_items: int | None = field(
+        default=10,
+        metadata={"help": "With --packed, history items per sample of the other tasks (their chunks carry ratings and "
+                          "explanations: long histories would cost more tokens than the packed recommend data)."},
+    )
     item_field_words: int | None = field(default=None, metadata={"help": "Words per item attribute in a chunk."})
     field_labels: bool = field(default=True, metadata={"help": "Write 'Title: ...' labels in chunks (False: values)."})
     use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
@@ -217,6 +222,11 @@ def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_rec
     return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
 
 
+def recent_history(samples, items: int | None) -> list[dict]:
+    """The samples with only their `items` latest history items (all of them when None)."""
+    return [{**sample, "history": list(sample["history"])[-items:] if items else sample["history"]} for sample in samples]
+
+
 def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_args: DataArguments) -> list[dict]:
     """`--packed` training data as encodings: every train interaction a next-item target (when `recommend` is in
     `tasks`), plus each other task's samples encoded one by one."""
@@ -227,7 +237,7 @@ def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_a
     others = [t for t in tasks if t != "recommend"]
     if others:
         samples = select_tasks(data["tasks_train"], others, data_args.max_train_samples)
-        encodings += [processor.encode(sample) for sample in samples]
+        encodings += [processor.encode(sample) for sample in recent_history(samples, data_args.task_history_items)]
     return encodings
 
 
@@ -281,11 +291,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     else:
         train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
                                      latest_recommend_only=not data_args.all_recommend_windows)
+    eval_dataset = select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples)
+    if data_args.packed:
+        eval_dataset = recent_history(eval_dataset, data_args.task_history_items)
     trainer = UniMPTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
-        eval_dataset=select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples),
+        eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
         ranking_samples=recommend_samples(data, processor.item_ids, "validation", data_args.max_eval_users),
