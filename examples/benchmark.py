@@ -7,8 +7,8 @@
 Protocol (`processing_unimp.training.protocol`): leave-one-out by time; every model gets each user's whole earlier
 history and ranks the whole catalogue; items the user interacted with are excluded (`--keep-seen` keeps them),
 the target never; ties count against the target, NaN ranks last; UniMP checkpoints and SASRec epochs are chosen
-on all validation users; test is scored once. Writes `benchmark.json` (merged with an existing one, dataset by
-dataset; the protocol, seed and torch thread count in it), `benchmark.md` and `benchmark.png`.
+on all validation users; test is scored once. Writes `benchmark.json` (merged with an existing one row by row, so
+variants can run separately with `--skip-baselines`; the protocol, seed and torch thread count in it), `benchmark.md` and `benchmark.png`.
 """
 
 from __future__ import annotations
@@ -39,11 +39,15 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"UniMP variants among {list(VARIANTS)}")
     parser.add_argument("--baselines-only", action="store_true", help="score the baselines only (no UniMP run)")
+    parser.add_argument("--skip-baselines", action="store_true",
+                        help="train and score the UniMP variants only; rows already in benchmark.json are kept")
     parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
     parser.add_argument("--export-recbole", type=Path, metavar="DIR", help="write RecBole atomic files and stop")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=float, default=8, help="UniMP budget: epochs of the packed train data")
     parser.add_argument("--max-steps", type=int, default=-1, help="UniMP budget in optimiser steps (overrides)")
+    parser.add_argument("--item-init-fields", default="title,categories",
+                        help="item attributes whose text starts each UniMP item token's row")
     parser.add_argument("--eval-users", type=int, default=None, help="validation users per evaluation (all)")
     parser.add_argument("--test-users", type=int, default=None, help="UniMP test users (default: all)")
     parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; SASRec stops early on validation")
@@ -64,16 +68,20 @@ def main() -> None:
     for variant in variants:
         metrics, model, processor, _ = run_unimp(args.dataset, variant, args.output_dir, args.preset, args.epochs,
                                                  args.eval_users, args.test_users, tasks_metrics=variant == "unimp",
-                                                 exclude_seen=exclude_seen, max_steps=args.max_steps, seed=args.seed)
+                                                 exclude_seen=exclude_seen, max_steps=args.max_steps, seed=args.seed,
+                                                 init_fields=args.item_init_fields)
         models[variant] = metrics
         if variant == "unimp":
             speed = ranking_speed(model, processor, split.samples("test")[: args.speed_users])
-    models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
+    if not args.skip_baselines:
+        models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
     models.update(reference_rows(args.dataset))
 
     budget = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.epochs:g} epochs (packed)"
     output = args.output_dir / "benchmark.json"
     results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
+    earlier = results["datasets"].get(args.dataset, {}).get("models", {})
+    models = {**earlier, **models}  # rows of this run replace their namesakes; the others stay
     results["datasets"][args.dataset] = {
         "protocol": protocol_text(split.num_items, len(split.test), exclude_seen)
         + (f"; UniMP `{args.preset}` trained {budget}" if variants else ""),

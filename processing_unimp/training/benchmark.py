@@ -102,14 +102,15 @@ def reference_rows(dataset: str, split: str = "test") -> dict[str, dict]:
 
 
 def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
-                    max_steps: int = -1, seed: int = 0, **data_overrides):
+                    max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **data_overrides):
     """The three argument dataclasses of `examples/train.py` for one variant (`data_overrides` apply first).
 
     The budget is `epochs` of the packed training data, evaluated (validation ranking) after each epoch, or
-    `max_steps` optimiser steps (evaluated three times) when positive.
+    `max_steps` optimiser steps (evaluated three times) when positive. `init_fields`: the item attributes whose
+    text starts each item token's row.
     """
     data_model, training = VARIANTS[variant]
-    model_args = ModelArguments(model_preset=preset, init_item_tokens_from="title", item_init_image_weight=1.0,
+    model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields, item_init_image_weight=1.0,
                                 item_init_noise=0.5)
     data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend",
                               item_fields="", max_history_items=50, **data_overrides)
@@ -132,9 +133,9 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
 
 def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
               test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, exclude_seen: bool = True,
-              max_steps: int = -1, seed: int = 0, **data_overrides):
+              max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **data_overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
-    args = unimp_arguments(dataset, variant, output_dir, preset, epochs, eval_users, max_steps, seed,
+    args = unimp_arguments(dataset, variant, output_dir, preset, epochs, eval_users, max_steps, seed, init_fields,
                            **data_overrides)
     start = time.perf_counter()
     trainer, processor, data = run_training(*args)
@@ -146,6 +147,7 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
     metrics = {**evaluate_ranking(model, processor, test, exclude_seen=exclude_seen), "train_seconds": seconds,
                "train_steps": state.global_step, "epochs": state.epoch, "best_epoch": best.get("epoch"),
                "validation_NDCG@10": best.get("eval_NDCG@10"), "seed": args[2].seed,
+               "item_init_fields": args[0].init_item_tokens_from,
                "torch_threads": torch.get_num_threads()}
     available = set(data["tasks_test"]["task"])
     trained = set(args[1].tasks.split(","))
