@@ -1,0 +1,98 @@
+"""Trivial baselines for UniMP's non-recommend tasks, scored with the same metrics as UniMP (offline, not shipped).
+
+They give the floor that UniMP's search, rating, explanation and selection figures on the test split must beat:
+user-mean rating, a random candidate, popularity within the query's words, and the most common explanation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..schema_unimp import item_id_of
+from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
+from .protocol import seen_mask
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    """The lower-cased alphanumeric words of `text`."""
+    return set(_WORD.findall(text.lower()))
+
+
+def _user_mean_rating(samples: Sequence[Mapping[str, Any]], train) -> dict[str, float]:
+    """RMSE/MAE of predicting each target's rating as the mean of the sample's history ratings (else the train mean)."""
+    train_ratings = [r for r in train["rating"] if r is not None]
+    global_mean = sum(train_ratings) / len(train_ratings)
+    predicted = []
+    for sample in samples:
+        ratings = [h["rating"] for h in sample["history"] if h.get("rating") is not None]
+        predicted.append(sum(ratings) / len(ratings) if ratings else global_mean)
+    truth = [float(s["target"]["rating"]) for s in samples]
+    return rating_metrics(torch.tensor(predicted), torch.tensor(truth), "expected_")
+
+
+def _random_selection(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[str, float]:
+    """Precision/recall/F1 of one candidate drawn uniformly at random per sample (UniMP also selects one)."""
+    rng = random.Random(seed)
+    predicted = [{rng.choice(list(s["candidates"]))} for s in samples]
+    return selection_metrics(predicted, [set(s["answer"]) for s in samples])
+
+
+def _category_popularity_search(samples: Sequence[Mapping[str, Any]], items, train) -> dict[str, float]:
+    """Ranking metrics of train popularity over the items sharing a word (title or categories) with the query;
+    all items by popularity when none does. History items are excluded as in `evaluate_ranking`."""
+    item_ids = list(items["item_id"])
+    index = {item_id: i for i, item_id in enumerate(item_ids)}
+    popularity = torch.zeros(len(item_ids))
+    for item_id, count in Counter(train["item_id"]).items():
+        if item_id in index:
+            popularity[index[item_id]] = count
+    by_word: dict[str, list[int]] = {}
+    for i, (title, categories) in enumerate(zip(items["title"], items["categories"])):
+        for word in _words(" ".join([title or "", *(categories or [])])):
+            by_word.setdefault(word, []).append(i)
+    ranks = []
+    for sample in samples:
+        matching = sorted({i for word in _words(sample["query"] or "") for i in by_word.get(word, [])})
+        scores = popularity.clone()
+        if matching:
+            scores = torch.full_like(popularity, -math.inf)
+            scores[matching] = popularity[matching]
+        history = [index[item_id_of(h)] for h in sample["history"] if item_id_of(h) in index]
+        target = torch.tensor([index[sample["target"]["item_id"]]])
+        ranks.append(target_ranks(scores[None], target, seen_mask([history], len(item_ids))))
+    return ranking_metrics(torch.cat(ranks))
+
+
+def _most_common_explanation(samples: Sequence[Mapping[str, Any]], train) -> dict[str, float]:
+    """BLEU/ROUGE of the train split's most common explanation as every sample's explanation (samples with one)."""
+    explanation = Counter(e for e in train["explanation"] if e).most_common(1)[0][0]
+    references = [s["target"]["explanation"] for s in samples if s["target"].get("explanation")]
+    return {**text_metrics([explanation] * len(references), references), "num_explanations": len(references)}
+
+
+def task_baselines(data, samples: dict[str, list[dict]], seed: int = 0) -> dict[str, dict[str, float]]:
+    """The trivial baselines' rows for the tasks in `samples` ("search", "rate_explain", "select"), each from the
+    metric function UniMP's row uses, so the two compare directly; `data` is a `load_unimp_dataset` DatasetDict."""
+    rows: dict[str, dict[str, float]] = {}
+    if "search" in samples:
+        rows["search: popularity in the query's category"] = _category_popularity_search(
+            samples["search"], data["items"], data["train"])
+    if "rate_explain" in samples:
+        rows["rating: user mean"] = _user_mean_rating(samples["rate_explain"], data["train"])
+        if any(s["target"].get("explanation") for s in samples["rate_explain"]):
+            rows["explanation: most common"] = _most_common_explanation(samples["rate_explain"], data["train"])
+    if "select" in samples:
+        rows["selection: random"] = _random_selection(samples["select"], seed)
+    return rows
+
+
+__all__ = ["task_baselines"]
