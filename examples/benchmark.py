@@ -23,6 +23,7 @@ from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.recbole import export_recbole
 from processing_unimp.training.benchmark import (
     VARIANTS,
+    row_name,
     markdown,
     plot,
     ranking_speed,
@@ -70,7 +71,7 @@ def main() -> None:
                                                  args.eval_users, args.test_users, tasks_metrics=variant == "unimp",
                                                  exclude_seen=exclude_seen, max_steps=args.max_steps, seed=args.seed,
                                                  init_fields=args.item_init_fields)
-        models[variant] = metrics
+        models[row_name(variant, args.seed)] = metrics
         if variant == "unimp":
             speed = ranking_speed(model, processor, split.samples("test")[: args.speed_users])
     if not args.skip_baselines:

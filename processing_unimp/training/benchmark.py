@@ -34,6 +34,7 @@ from .evaluation import (
 )
 from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples
 from .recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
+from .task_baselines import task_baselines
 from .trainer import UniMPTrainingArguments
 
 # The base run (`unimp_arguments`) is the packed next-item recipe: every train interaction a target once per epoch,
@@ -48,6 +49,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
                        "item_init_noise": 0.0}, {}),
     "unimp-title-chunks": ({"item_fields": "title"}, {}),
     "unimp-gamma0": ({}, {"gamma": 0.0}),
+}
+OTHER_TASKS = {  # UniMP's metrics key -> (its trivial baseline's row, the metrics compared; lower is better?)
+    "search": ("search: popularity in the query's category", ("HR@10", "NDCG@10"), False),
+    "rating": ("rating: user mean", ("expected_RMSE", "expected_MAE"), True),
+    "explanation": ("explanation: most common", ("BLEU-4", "ROUGE-L"), False),
+    "selection": ("selection: random", ("F1",), False),
 }
 HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
@@ -163,6 +170,11 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
                 metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
         if "select" in samples:
             metrics["selection"] = evaluate_selection(model, processor, samples["select"])
+        if samples:  # the floors each task must beat, on the same samples (explanations: the same 50)
+            floors = task_baselines(data, samples, seed)
+            if "explanation" in metrics:
+                floors.update(task_baselines(data, {"rate_explain": samples["rate_explain"][:50]}, seed))
+            metrics["task_baselines"] = floors
     return metrics, model, processor, data
 
 
@@ -226,6 +238,43 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
     }
 
 
+def row_name(variant: str, seed: int) -> str:
+    """A UniMP row's name in `benchmark.json`: the variant, with its seed unless it is 0."""
+    return variant if seed == 0 else f"{variant} (seed {seed})"
+
+
+def seed_summary(models: dict[str, dict], metric: str = "NDCG@10") -> dict[str, tuple[float, float, int]]:
+    """`variant -> (mean, sample std, runs)` of `metric` over the seeds of every variant run with several seeds."""
+    runs: dict[str, list[float]] = {}
+    for name, metrics in models.items():
+        if name.split(" (seed ")[0] in VARIANTS and metric in metrics:
+            runs.setdefault(name.split(" (seed ")[0], []).append(metrics[metric])
+    summary = {}
+    for variant, values in runs.items():
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            summary[variant] = (mean, std, len(values))
+    return summary
+
+
+def _other_tasks_table(models: dict[str, dict]) -> list[str]:
+    """Markdown rows of each UniMP run's other-task metrics beside their trivial baselines (test split)."""
+    lines = []
+    for name, metrics in models.items():
+        floors = metrics.get("task_baselines", {})
+        for key, (baseline, measures, lower) in OTHER_TASKS.items():
+            if key not in metrics or baseline not in floors:
+                continue
+            for measure in measures:
+                ours, floor = metrics[key][measure], floors[baseline][measure]
+                better = ours < floor if lower else ours > floor
+                lines.append(f"| {name} | {key} {measure} | {ours:.4f} | {baseline}: {floor:.4f} | "
+                             f"{'yes' if better else 'no'} |")
+    header = ["| UniMP run | task, metric | UniMP | trivial baseline | UniMP better |", "|---|---|---|---|---|"]
+    return header + lines + [""] if lines else []
+
+
 def markdown(results: dict) -> str:
     lines = []
     for name, block in results["datasets"].items():
@@ -236,6 +285,11 @@ def markdown(results: dict) -> str:
             seconds = f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "–"
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds} |")
         lines.append("")
+        lines += _other_tasks_table(block["models"])
+        summary = seed_summary(block["models"])
+        if summary:
+            lines += ["| UniMP variant | test NDCG@10, mean ± std over seeds | seeds |", "|---|---|---|",
+                      *[f"| {v} | {m:.4f} ± {sd:.4f} | {n} |" for v, (m, sd, n) in summary.items()], ""]
     if "image_generation" in results:
         lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",
                   "|---|---|---|---|",

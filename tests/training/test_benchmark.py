@@ -25,3 +25,25 @@ def test_packed_unimp_run_reports_its_budget_and_repeats_exactly(tmp_path):
     assert first["validation_NDCG@10"] is not None and 0 < first["epochs"] < 1
     assert {k: v for k, v in first.items() if k != "train_seconds"} == {k: v for k, v in second.items()
                                                                        if k != "train_seconds"}
+
+
+def test_seed_rows_are_summarised_as_mean_and_std():
+    from processing_unimp.training.benchmark import row_name, seed_summary
+
+    models = {row_name("unimp", seed): {"NDCG@10": value} for seed, value in enumerate([0.10, 0.12, 0.14])}
+    models.update({"unimp-no-images": {"NDCG@10": 0.05}, "sasrec": {"NDCG@10": 0.2}})
+    assert list(models)[:2] == ["unimp", "unimp (seed 1)"]
+    (mean, std, runs), = seed_summary(models).values()
+    assert runs == 3 and abs(mean - 0.12) < 1e-9 and abs(std - 0.02) < 1e-9
+    table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
+    assert "| unimp | 0.1200 ± 0.0200 | 3 |" in table
+
+
+def test_other_tasks_are_tabled_against_their_trivial_baselines():
+    floors = {"rating: user mean": {"expected_RMSE": 0.9, "expected_MAE": 0.7}, "selection: random": {"F1": 0.37}}
+    models = {"unimp": {"NDCG@10": 0.1, "rating": {"expected_RMSE": 0.8, "expected_MAE": 0.75},
+                        "selection": {"F1": 0.5}, "task_baselines": floors}}
+    table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
+    assert "| unimp | rating expected_RMSE | 0.8000 | rating: user mean: 0.9000 | yes |" in table
+    assert "| unimp | rating expected_MAE | 0.7500 | rating: user mean: 0.7000 | no |" in table
+    assert "| unimp | selection F1 | 0.5000 | selection: random: 0.3700 | yes |" in table
