@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from datasets import Dataset
 
 from processing_unimp import UniMPProcessor
 from processing_unimp.training.packing import pack_histories, packed_targets, packing_statistics, user_histories
@@ -92,3 +93,22 @@ def test_packed_batch_trains(shop):
     loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
     loss.backward()
     assert loss.isfinite()
+
+
+def test_other_tasks_join_the_packed_data_with_their_latest_history_items(shop):
+    """`--packed` with more tasks: the packed recommend sequences, then each other sample with only its
+    `task_history_items` latest history items."""
+    from processing_unimp.training.recipe import DataArguments, training_sequences
+
+    processor, splits = shop
+    history = [r["item_id"] for r in user_histories(splits["train"])["u5"]]
+    search = [{"task": "search", "user_id": "u5", "history": history[:-1], "query": "red coat",
+               "target": {"item_id": history[-1]}}]
+    data = {"train": splits["train"], "tasks_train": Dataset.from_list(search)}
+    args = DataArguments(packed=True, tasks="recommend,search", task_history_items=2)
+    encodings = training_sequences(processor, data, ["recommend", "search"], args)
+    packed = pack_histories(processor, splits["train"], args.max_length)
+    assert encodings[: len(packed)] == packed and len(encodings) == len(packed) + 1
+    expected = processor.encode({**search[0], "history": history[-3:-1]})
+    assert encodings[-1]["input_ids"] == expected["input_ids"]
+
