@@ -4,9 +4,11 @@
 
 1. loads the bundled `fashion-shop` (semi-synthetic, real Fashion-MNIST images) and `movielens-small` datasets;
 2. trains a VQ image tokenizer on the fashion-shop item images;
-3. trains the `small` UniMP multi-task: on fashion-shop on all five tasks (images in, image codes out), plus the
-   no-images ablation; on movielens-small (text only) on the four tasks it has data for;
-4. evaluates them by exact full ranking against Popularity and SASRec under the same protocol;
+3. trains the `small` UniMP with the benchmark's recipe (packed next-item recommend data plus samples of the other
+   tasks): on fashion-shop on all five tasks (images in, image codes out), plus the no-images ablation; on
+   movielens-small (text only) on the four tasks it has data for;
+4. evaluates them by exact full ranking against Popularity, ItemKNN, content and SASRec under the same protocol,
+   and the other tasks against their trivial baselines;
 5. measures full-ranking speed against the original's 10-beam search;
 6. scores personalized image generation (retrieve-then-generate vs no retrieval vs the nearest item's image);
 7. exports the fashion-shop model to `DIR/hub/` (carded `unimp-small-fashion-shop` with the results just measured)

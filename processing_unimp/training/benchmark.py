@@ -119,8 +119,8 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
     data_model, training = VARIANTS[variant]
     model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields, item_init_image_weight=1.0,
                                 item_init_noise=0.5)
-    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend",
-                              item_fields="", max_history_items=50, **data_overrides)
+    data_args = DataArguments(**{"dataset": dataset, "max_eval_users": eval_users, "packed": True, "tasks": "recommend",
+                                 "item_fields": "", "max_history_items": 50, **data_overrides})
     for key, value in data_model.items():
         target = model_args if hasattr(model_args, key) else data_args
         setattr(target, key, value)
