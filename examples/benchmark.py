@@ -1,7 +1,9 @@
 """Benchmark UniMP against Popularity, ItemKNN, content and SASRec baselines under one protocol.
 
     python examples/benchmark.py --dataset movielens-small --baselines-only --output-dir runs/benchmark
-    python examples/benchmark.py --dataset fashion-shop --output-dir runs/benchmark
+    python examples/benchmark.py --dataset fashion-shop --variants unimp --epochs 7 --output-dir runs/benchmark
+    python examples/benchmark.py --dataset fashion-shop --variants unimp-no-images --epochs 7 --seed 1 \
+        --skip-baselines --output-dir runs/benchmark                          # one more row: a variant, a seed
     python examples/benchmark.py --dataset fashion-shop --export-recbole runs/recbole   # RecBole atomic files
 
 Protocol (`processing_unimp.training.protocol`): leave-one-out by time; every model gets each user's whole earlier
