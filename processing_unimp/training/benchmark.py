@@ -303,17 +303,25 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
+    """Test NDCG@10 of every row, one panel per dataset, with the standard error over users as error bars (UniMP
+    rows orange, references grey)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results["datasets"])
-    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+    rows = max(len(results["datasets"][name]["models"]) for name in names)
+    figure, axes = plt.subplots(1, len(names), figsize=(7 * len(names), 1.5 + 0.3 * rows), squeeze=False)
     for axis, name in zip(axes[0], names):
         models = results["datasets"][name]["models"]
-        axis.barh(list(models), [m["NDCG@10"] for m in models.values()], color="tab:blue")
-        axis.set_title(f"{name}: test NDCG@10 (full ranking)")
+        labels = [m if len(m) <= 40 else m[:39] + "…" for m in models]
+        colours = ["tab:orange" if m.split(" (seed ")[0] in VARIANTS else "tab:grey" if m.startswith("reference")
+                   else "tab:blue" for m in models]
+        axis.barh(labels, [m["NDCG@10"] for m in models.values()], xerr=[m.get("NDCG@10_se", 0) for m in
+                  models.values()], color=colours)
+        axis.set_title(name)
+        axis.set_xlabel("test NDCG@10 (exact full ranking; bars: s.e. over users)")
         axis.invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
