@@ -27,8 +27,8 @@ def test_packed_unimp_run_reports_its_budget_and_repeats_exactly(tmp_path):
                                                                        if k != "train_seconds"}
 
 
-def test_seed_rows_are_summarised_as_mean_and_std():
-    from processing_unimp.training.benchmark import row_name, seed_summary
+def test_seed_rows_are_summarised_as_mean_and_std(tmp_path):
+    from processing_unimp.training.benchmark import plot, row_name, seed_summary
 
     models = {row_name("unimp", seed): {"NDCG@10": value} for seed, value in enumerate([0.10, 0.12, 0.14])}
     models.update({"unimp-no-images": {"NDCG@10": 0.05}, "sasrec": {"NDCG@10": 0.2}})
@@ -37,6 +37,8 @@ def test_seed_rows_are_summarised_as_mean_and_std():
     assert runs == 3 and abs(mean - 0.12) < 1e-9 and abs(std - 0.02) < 1e-9
     table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
     assert "| unimp | 0.1200 ± 0.0200 | 3 |" in table
+    plot({"datasets": {"d": {"models": models}}}, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_other_tasks_are_tabled_against_their_trivial_baselines():
