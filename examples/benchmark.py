@@ -10,7 +10,8 @@ Protocol (`processing_unimp.training.protocol`): leave-one-out by time; every mo
 history and ranks the whole catalogue; items the user interacted with are excluded (`--keep-seen` keeps them),
 the target never; ties count against the target, NaN ranks last; UniMP checkpoints and SASRec epochs are chosen
 on all validation users; test is scored once. Writes `benchmark.json` (merged with an existing one row by row, so
-variants can run separately with `--skip-baselines`; the protocol, seed and torch thread count in it), `benchmark.md` and `benchmark.png`.
+variants can run separately with `--skip-baselines`; the protocol, seed and torch thread count in it),
+`benchmark.md` and `benchmark.png`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.recbole import export_recbole
 from processing_unimp.training.benchmark import (
     VARIANTS,
-    row_name,
+    budget_text,
     markdown,
     plot,
     ranking_speed,
     reference_rows,
+    row_name,
     run_baselines,
     run_unimp,
 )
@@ -80,14 +82,13 @@ def main() -> None:
         models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
     models.update(reference_rows(args.dataset))
 
-    budget = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.epochs:g} epochs (packed)"
     output = args.output_dir / "benchmark.json"
     results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
     earlier = results["datasets"].get(args.dataset, {}).get("models", {})
     models = {**earlier, **models}  # rows of this run replace their namesakes; the others stay
     results["datasets"][args.dataset] = {
         "protocol": protocol_text(split.num_items, len(split.test), exclude_seen)
-        + (f"; UniMP `{args.preset}` trained {budget}" if variants else ""),
+        + (f"; UniMP `{args.preset}` trained {budget_text(args.epochs, args.max_steps)}" if variants else ""),
         "seed": args.seed, "torch_threads": torch.get_num_threads(), "models": models,
     }
     if speed is not None:

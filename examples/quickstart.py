@@ -30,7 +30,7 @@ from transformers import pipeline
 from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset, read_statistics
 from processing_unimp.export.hub import export
 from processing_unimp.generation_unimp import image_grid
-from processing_unimp.training.benchmark import markdown, plot, ranking_speed, run_baselines, run_unimp
+from processing_unimp.training.benchmark import budget_text, markdown, plot, ranking_speed, run_baselines, run_unimp
 from processing_unimp.training.image_generation import evaluate_generation
 from processing_unimp.training.image_tokenizer import train_image_tokenizer
 from processing_unimp.training.protocol import LeaveOneOut, protocol_text
@@ -55,15 +55,12 @@ def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[d
     models.update(run_baselines(data, split, sasrec_epochs=args.sasrec_epochs))
     block = {
         "protocol": protocol_text(split.num_items, len(test), exclude_seen=True)
-        + f"; UniMP `small` trained {budget(args)} on {runs['unimp'].get('tasks', RANKING_TASKS)}",
+        + f"; UniMP `small` trained {budget_text(args.epochs, args.max_steps)} on "
+        f"{runs['unimp'].get('tasks', RANKING_TASKS)}",
         "statistics": read_statistics(bundled_dataset_path(name)),
         "models": models,
     }
     return block, trained
-
-
-def budget(args) -> str:
-    return f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.epochs:g} epochs (packed recommend)"
 
 
 def one_user_on_every_task(pipe, sample: dict) -> dict:

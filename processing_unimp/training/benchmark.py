@@ -173,7 +173,8 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
         if samples:  # the floors each task must beat, on the same samples (explanations: the same 50)
             floors = task_baselines(data, samples, seed)
             if "explanation" in metrics:
-                floors.update(task_baselines(data, {"rate_explain": samples["rate_explain"][:50]}, seed))
+                explanation = "explanation: most common"
+                floors[explanation] = task_baselines(data, {"rate_explain": samples["rate_explain"][:50]})[explanation]
             metrics["task_baselines"] = floors
     return metrics, model, processor, data
 
@@ -238,17 +239,28 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
     }
 
 
+def budget_text(epochs: float, max_steps: int) -> str:
+    """A UniMP run's budget as the protocol line states it."""
+    return f"{max_steps} steps" if max_steps > 0 else f"{epochs:g} epochs (packed recommend)"
+
+
 def row_name(variant: str, seed: int) -> str:
     """A UniMP row's name in `benchmark.json`: the variant, with its seed unless it is 0."""
     return variant if seed == 0 else f"{variant} (seed {seed})"
+
+
+def variant_of(row: str) -> str | None:
+    """The UniMP variant a row name (`row_name`) stands for, or None for a baseline or reference row."""
+    variant = row.split(" (seed ")[0]
+    return variant if variant in VARIANTS else None
 
 
 def seed_summary(models: dict[str, dict], metric: str = "NDCG@10") -> dict[str, tuple[float, float, int]]:
     """`variant -> (mean, sample std, runs)` of `metric` over the seeds of every variant run with several seeds."""
     runs: dict[str, list[float]] = {}
     for name, metrics in models.items():
-        if name.split(" (seed ")[0] in VARIANTS and metric in metrics:
-            runs.setdefault(name.split(" (seed ")[0], []).append(metrics[metric])
+        if variant_of(name) and metric in metrics:
+            runs.setdefault(variant_of(name), []).append(metrics[metric])
     summary = {}
     for variant, values in runs.items():
         if len(values) > 1:
@@ -316,7 +328,7 @@ def plot(results: dict, path: Path) -> None:
     for axis, name in zip(axes[0], names):
         models = results["datasets"][name]["models"]
         labels = [m if len(m) <= 40 else m[:39] + "…" for m in models]
-        colours = ["tab:orange" if m.split(" (seed ")[0] in VARIANTS else "tab:grey" if m.startswith("reference")
+        colours = ["tab:orange" if variant_of(m) else "tab:grey" if m.startswith("reference")
                    else "tab:blue" for m in models]
         axis.barh(labels, [m["NDCG@10"] for m in models.values()], xerr=[m.get("NDCG@10_se", 0) for m in
                   models.values()], color=colours)

@@ -224,7 +224,8 @@ def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_rec
 
 def recent_history(samples, items: int | None) -> list[dict]:
     """The samples with only their `items` latest history items (all of them when None)."""
-    return [{**sample, "history": list(sample["history"])[-items:] if items else sample["history"]} for sample in samples]
+    return [{**sample, "history": list(sample["history"])[-items:] if items else sample["history"]}
+            for sample in samples]
 
 
 def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_args: DataArguments) -> list[dict]:
