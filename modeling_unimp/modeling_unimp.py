@@ -651,6 +651,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             if image_outputs is not None:
                 media_latents = image_outputs.pooler_output
 
+        if self.training and self.config.embedding_dropout and inputs_embeds is None:
+            inputs_embeds = nn.functional.dropout(self.get_input_embeddings()(input_ids), self.config.embedding_dropout)
         if position_ids is None and attention_mask is not None:
             # Left padding: positions count real tokens only, as in one-by-one runs.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]

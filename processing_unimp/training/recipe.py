@@ -71,6 +71,10 @@ class ModelArguments:
         metadata={"help": "Weight of a seeded random part in each item token's start: keeps items with identical "
                           "text apart (fashion-shop: 90 distinct titles for 2,305 items)."},
     )
+    embedding_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout on the input token embeddings while training (default: the model's, 0 for a preset)."},
+    )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -186,6 +190,8 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
             model_args.model_preset, processor, answer_media=answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries, **frozen,
         )
+    if model_args.embedding_dropout is not None:
+        model.config.embedding_dropout = model_args.embedding_dropout
     if not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if fields or model_args.item_init_image_weight or model_args.item_init_noise:
