@@ -5,8 +5,8 @@
 1. loads the bundled `fashion-shop` (semi-synthetic, real Fashion-MNIST images) and `movielens-small` datasets;
 2. trains a VQ image tokenizer on the fashion-shop item images;
 3. trains the `small` UniMP with the benchmark's recipe (packed next-item recommend data plus samples of the other
-   tasks): on fashion-shop on all five tasks (images in, image codes out), plus the no-images ablation; on
-   movielens-small (text only) on the four tasks it has data for;
+   tasks): on fashion-shop on all five tasks (images in, image codes out); on movielens-small (text only) on the
+   four tasks it has data for (the ablations, e.g. no images, are `examples/benchmark.py`'s);
 4. evaluates them by exact full ranking against Popularity, ItemKNN, content and SASRec under the same protocol,
    and the other tasks against their trivial baselines;
 5. measures full-ranking speed against the original's 10-beam search;
@@ -38,29 +38,23 @@ from processing_unimp.training.protocol import LeaveOneOut, protocol_text
 RANKING_TASKS = "recommend,search,rate_explain,select"
 
 
-def run_dataset(name: str, runs: dict[str, dict], args, output: Path) -> tuple[dict, dict]:
-    """Train the UniMP `runs` (variant -> train.py data overrides) and the baselines on one bundled dataset."""
+def run_dataset(name: str, overrides: dict, args, output: Path) -> tuple[dict, tuple]:
+    """Train UniMP (`overrides`: train.py data arguments) and the baselines on one bundled dataset; returns the
+    results block and (model, processor, data, test samples)."""
     print(f"\n== {name} ==\n{(bundled_dataset_path(name) / 'statistics.md').read_text()}")
     data = load_unimp_dataset(name)
     split = LeaveOneOut.from_dataset(data)
     test = split.samples("test")[: args.test_users]
-    models, trained = {}, {}
-    for variant, overrides in runs.items():
-        metrics, model, processor, _ = run_unimp(name, variant, output / name, "small", args.epochs,
-                                                 args.eval_users, args.test_users, variant == "unimp",
-                                                 max_steps=args.max_steps, **overrides)
-        models[variant] = metrics
-        if variant == "unimp":  # the model the rest of the quickstart uses; ablations are only scored
-            trained[variant] = (model, processor, data, test)
-    models.update(run_baselines(data, split, sasrec_epochs=args.sasrec_epochs))
+    metrics, model, processor, _ = run_unimp(name, "unimp", output / name, "small", args.epochs, args.eval_users,
+                                             args.test_users, True, max_steps=args.max_steps, **overrides)
+    models = {"unimp": metrics, **run_baselines(data, split, sasrec_epochs=args.sasrec_epochs)}
     block = {
         "protocol": protocol_text(split.num_items, len(test), exclude_seen=True)
-        + f"; UniMP `small` trained {budget_text(args.epochs, args.max_steps)} on "
-        f"{runs['unimp'].get('tasks', RANKING_TASKS)}",
+        + f"; UniMP `small` trained {budget_text(args.epochs, args.max_steps)} on {overrides['tasks']}",
         "statistics": read_statistics(bundled_dataset_path(name)),
         "models": models,
     }
-    return block, trained
+    return block, (model, processor, data, test)
 
 
 def one_user_on_every_task(pipe, sample: dict) -> dict:
@@ -94,26 +88,33 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
+    stages: dict[str, float] = {}  # wall seconds of each stage, so that a reader sees where the time goes
+
+    def stage(name: str) -> None:
+        stages[name] = time.perf_counter() - started - sum(stages.values())
+
     fashion = load_unimp_dataset("fashion-shop")
     tokenizer_dir = output / "image_tokenizer"
     image_tokenizer, tokenizer_results = train_image_tokenizer(fashion["items"], tokenizer_dir,
                                                                epochs=args.tokenizer_epochs)
-    fashion_runs = {
-        "unimp": {"tasks": RANKING_TASKS + ",generate_image", "image_tokenizer": str(tokenizer_dir),
-                  "max_train_samples": args.task_samples},
-        "unimp-no-images": {"tasks": RANKING_TASKS, "max_train_samples": args.task_samples},
-    }
-    results: dict = {"datasets": {}}
-    results["datasets"]["fashion-shop"], trained = run_dataset("fashion-shop", fashion_runs, args, output)
-    movielens_runs = {"unimp": {"tasks": RANKING_TASKS, "max_train_samples": args.task_samples}}
-    results["datasets"]["movielens-small"], _ = run_dataset("movielens-small", movielens_runs, args, output)
+    stage("image tokenizer")
+    results: dict = {"datasets": {}, "stage_seconds": stages}
+    fashion_run = {"tasks": RANKING_TASKS + ",generate_image", "image_tokenizer": str(tokenizer_dir),
+                   "max_train_samples": args.task_samples}
+    results["datasets"]["fashion-shop"], (model, processor, data, test) = run_dataset("fashion-shop", fashion_run,
+                                                                                      args, output)
+    stage("fashion-shop: UniMP + baselines")
+    movielens_run = {"tasks": RANKING_TASKS, "max_train_samples": args.task_samples}
+    results["datasets"]["movielens-small"], _ = run_dataset("movielens-small", movielens_run, args, output)
+    stage("movielens-small: UniMP + baselines")
 
-    model, processor, data, test = trained["unimp"]
     results["speed"] = ranking_speed(model, processor, test[:64])
+    stage("ranking speed")
     generation, rows = evaluate_generation(model, processor, image_tokenizer, data, "fashion-shop",
                                            eval_users=args.image_users, context_items=4, seed=0)
     results["image_generation"] = generation.pop("image_generation")
     results["image_generation_details"] = {**generation, "image_tokenizer": tokenizer_results}
+    stage("image generation")
 
     # The fashion-shop model (with its image tokenizer) as a self-contained Hub folder carded with the results so far,
     # a ready-to-push Space next to it, and the export reloaded as remote code.
@@ -124,6 +125,7 @@ def main() -> None:
     demo = one_user_on_every_task(pipe, test[0])
     image_grid([demo.pop("generate_image"), *rows[:4]]).save(output / "generated_images.png")
     results["pipeline_demo"] = {"user_id": test[0]["user_id"], **json.loads(json.dumps(demo, default=str))}
+    stage("export + pipeline demo")
     results["runtime_seconds"] = time.perf_counter() - started
 
     (output / "results.json").write_text(json.dumps(results, indent=2))

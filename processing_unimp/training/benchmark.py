@@ -45,6 +45,7 @@ from .trainer import UniMPTrainingArguments
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp": ({}, {}),
     "unimp-no-images": ({"use_images": False}, {}),
+    "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),
     "unimp-title-chunks": ({"item_fields": "title"}, {}),
@@ -311,6 +312,11 @@ def markdown(results: dict) -> str:
         speed = results["speed"]
         lines += ["### Full ranking vs 10-beam search", "", "| measure | value |", "|---|---|",
                   *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in speed.items()], ""]
+    if "stage_seconds" in results:
+        stages = results["stage_seconds"]
+        lines += ["### Where the time went", "", "| stage | wall seconds |", "|---|---:|",
+                  *[f"| {name} | {seconds:.0f} |" for name, seconds in stages.items()],
+                  f"| total | {sum(stages.values()):.0f} |", ""]
     return "\n".join(lines)
 
 

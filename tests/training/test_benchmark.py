@@ -49,3 +49,8 @@ def test_other_tasks_are_tabled_against_their_trivial_baselines():
     assert "| unimp | rating expected_RMSE | 0.8000 | rating: user mean: 0.9000 | yes |" in table
     assert "| unimp | rating expected_MAE | 0.7500 | rating: user mean: 0.7000 | no |" in table
     assert "| unimp | selection F1 | 0.5000 | selection: random: 0.3700 | yes |" in table
+
+
+def test_stage_times_are_tabled_with_their_total():
+    table = markdown({"datasets": {}, "stage_seconds": {"image tokenizer": 40.2, "fashion-shop": 300.0}})
+    assert "| image tokenizer | 40 |" in table and "| total | 340 |" in table
