@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ from .evaluation import (
     evaluate_rating,
     evaluate_selection,
     prompt_inputs,
+    ranking_ranks,
 )
-from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples
+from .metrics import ranking_by_frequency, ranking_metrics
+from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
 from .recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
 from .task_baselines import task_baselines
 from .trainer import UniMPTrainingArguments
@@ -76,12 +79,20 @@ def baseline_models(data, split: LeaveOneOut, sasrec_epochs: int = 300, seed: in
     return models
 
 
+def target_train_counts(data, samples) -> list[int]:
+    """How often each sample's target item occurs in the train interactions (0 for an item never trained on)."""
+    counts = Counter(data["train"]["item_id"])
+    return [counts[sample["target"]["item_id"]] for sample in samples]
+
+
 def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_epochs: int = 300,
                   seed: int = 0) -> dict[str, dict]:
     """Fit every baseline on the train split (SASRec early-stopped on all validation users) and score it once on
-    test under the protocol; each row carries its train seconds (SASRec: epochs and seconds per epoch too)."""
+    test under the protocol; each row carries its train seconds (SASRec: epochs and seconds per epoch too) and its
+    test NDCG@10 by the target item's train frequency."""
     rows = {}
     train = list(split.train.values())
+    counts = target_train_counts(data, split.samples("test"))
     for name, model in baseline_models(data, split, sasrec_epochs, seed).items():
         start = time.perf_counter()
         if isinstance(model, SASRecRecommender):
@@ -89,7 +100,9 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
         else:
             model.fit(train)
         seconds = time.perf_counter() - start
-        rows[name] = {**evaluate_scorer(model, split, "test", exclude_seen), "train_seconds": seconds}
+        ranks = scorer_ranks(model, split, "test", exclude_seen)
+        rows[name] = {**ranking_metrics(ranks), "train_seconds": seconds,
+                      "by_target_frequency": ranking_by_frequency(ranks, counts)}
         if isinstance(model, SASRecRecommender):
             best = max(model.history, key=lambda r: r["validation"])
             rows[name].update({"epochs": len(model.history), "best_epoch": best["epoch"],
@@ -110,8 +123,9 @@ def reference_rows(dataset: str, split: str = "test") -> dict[str, dict]:
 
 
 def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
-                    max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **data_overrides):
-    """The three argument dataclasses of `examples/train.py` for one variant (`data_overrides` apply first).
+                    max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **overrides):
+    """The three argument dataclasses of `examples/train.py` for one variant (`overrides`, model or data arguments,
+    apply first, then the variant's).
 
     The budget is `epochs` of the packed training data, evaluated (validation ranking) after each epoch, or
     `max_steps` optimiser steps (evaluated three times) when positive. `init_fields`: the item attributes whose
@@ -120,10 +134,12 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
     data_model, training = VARIANTS[variant]
     model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields, item_init_image_weight=1.0,
                                 item_init_noise=0.5)
-    data_args = DataArguments(**{"dataset": dataset, "max_eval_users": eval_users, "packed": True, "tasks": "recommend",
-                                 "item_fields": "", "max_history_items": 50, **data_overrides})
-    for key, value in data_model.items():
-        target = model_args if hasattr(model_args, key) else data_args
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend", item_fields="",
+                              max_history_items=50)
+    for key, value in {**overrides, **data_model}.items():
+        target = next((args for args in (model_args, data_args) if hasattr(args, key)), None)
+        if target is None:
+            raise ValueError(f"UniMP override {key!r} is neither a ModelArguments nor a DataArguments field.")
         setattr(target, key, value)
     schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     if max_steps > 0:
@@ -141,10 +157,10 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
 
 def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
               test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, exclude_seen: bool = True,
-              max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **data_overrides):
+              max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
     args = unimp_arguments(dataset, variant, output_dir, preset, epochs, eval_users, max_steps, seed, init_fields,
-                           **data_overrides)
+                           **overrides)
     start = time.perf_counter()
     trainer, processor, data = run_training(*args)
     seconds = time.perf_counter() - start
@@ -152,11 +168,13 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
     test = recommend_samples(data, processor.item_ids, "test", test_users)
     state = trainer.state
     best = max((r for r in state.log_history if "eval_NDCG@10" in r), key=lambda r: r["eval_NDCG@10"], default={})
-    metrics = {**evaluate_ranking(model, processor, test, exclude_seen=exclude_seen), "train_seconds": seconds,
+    ranks = ranking_ranks(model, processor, test, exclude_seen=exclude_seen)
+    metrics = {**ranking_metrics(ranks), "train_seconds": seconds,
                "train_steps": state.global_step, "epochs": state.epoch, "best_epoch": best.get("epoch"),
                "validation_NDCG@10": best.get("eval_NDCG@10"), "seed": args[2].seed,
                "item_init_fields": args[0].init_item_tokens_from,
-               "torch_threads": torch.get_num_threads()}
+               "torch_threads": torch.get_num_threads(),
+               "by_target_frequency": ranking_by_frequency(ranks, target_train_counts(data, test))}
     available = set(data["tasks_test"]["task"])
     trained = set(args[1].tasks.split(","))
     if tasks_metrics:  # the other trained tasks on the first `task_users` test users each
@@ -288,6 +306,21 @@ def _other_tasks_table(models: dict[str, dict]) -> list[str]:
     return header + lines + [""] if lines else []
 
 
+def _frequency_table(models: dict[str, dict]) -> list[str]:
+    """Test NDCG@10 of each row by the target item's train interactions (rows that carry `by_target_frequency`)."""
+    rows = {name: m["by_target_frequency"] for name, m in models.items() if m.get("by_target_frequency")}
+    if not rows:
+        return []
+    buckets = list(dict.fromkeys(b for r in rows.values() for b in r))
+    users = {b: next(r[b]["users"] for r in rows.values() if b in r) for b in buckets}
+    lines = ["Test NDCG@10 (± s.e.) by the target item's train interactions (users per bucket in brackets):", "",
+             "| model | " + " | ".join(f"{b} ({users[b]})" for b in buckets) + " |", "|---|" + "---|" * len(buckets)]
+    for name, row in rows.items():
+        cells = [f"{row[b]['NDCG@10']:.4f} ± {row[b]['NDCG@10_se']:.4f}" if b in row else "–" for b in buckets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(results: dict) -> str:
     lines = []
     for name, block in results["datasets"].items():
@@ -298,6 +331,7 @@ def markdown(results: dict) -> str:
             seconds = f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "–"
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds} |")
         lines.append("")
+        lines += _frequency_table(block["models"])
         lines += _other_tasks_table(block["models"])
         summary = seed_summary(block["models"])
         if summary:

@@ -73,15 +73,16 @@ def answer_logits(model, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return model(**inputs, logits_to_keep=1).logits[:, -1].float()
 
 
-def evaluate_ranking(
+def ranking_ranks(
     model,
     processor,
     samples: Sequence[Mapping[str, Any]],
     batch_size: int = 32,
     exclude_seen: bool = True,
     accelerator=None,
-) -> dict[str, float]:
-    """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (recommend or search samples).
+) -> torch.Tensor:
+    """1-based rank of each sample's target among all catalogue items (recommend or search samples), gathered from
+    every process (in sample order with one process).
 
     As `protocol.evaluate_scorer`: the sample's history items are excluded from the ranking unless `exclude_seen`
     is False (give the full history, e.g. `LeaveOneOut.samples`, so that every seen item is excluded).
@@ -99,7 +100,19 @@ def evaluate_ranking(
             histories = [[index[item_id_of(h)] for h in sample["history"] if item_id_of(h) in index] for sample in batch]
             exclude = seen_mask(histories, len(index))
         ranks += target_ranks(scores, targets, exclude).tolist()
-    return ranking_metrics(torch.tensor(_gather(ranks, accelerator)))
+    return torch.tensor(_gather(ranks, accelerator))
+
+
+def evaluate_ranking(
+    model,
+    processor,
+    samples: Sequence[Mapping[str, Any]],
+    batch_size: int = 32,
+    exclude_seen: bool = True,
+    accelerator=None,
+) -> dict[str, float]:
+    """HR/NDCG/MRR@{1,5,10,20} of the target item among all catalogue items (`ranking_ranks`)."""
+    return ranking_metrics(ranking_ranks(model, processor, samples, batch_size, exclude_seen, accelerator))
 
 
 def evaluate_rating(
@@ -157,4 +170,5 @@ def evaluate_selection(
     return selection_metrics([set(p) for p, _ in records], [set(g) for _, g in records])
 
 
-__all__ = ["prompt_inputs", "answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating", "evaluate_selection"]
+__all__ = ["prompt_inputs", "answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating",
+           "evaluate_selection", "ranking_ranks"]

@@ -48,6 +48,30 @@ def ranking_metrics(ranks: torch.Tensor, cutoffs: Sequence[int] = CUTOFFS) -> di
     return metrics
 
 
+FREQUENCY_EDGES = (5, 10, 20, 50)  # upper bounds of the target-frequency buckets (train interactions)
+
+
+def ranking_by_frequency(ranks: torch.Tensor, counts: Sequence[int], edges: Sequence[int] = FREQUENCY_EDGES,
+                         k: int = 10) -> dict[str, dict[str, float]]:
+    """NDCG@k (with its standard error) and HR@k per bucket of the target item's train interactions (`counts`, one
+    per rank): where sparse items rank, which a single mean hides (content and images should matter most there).
+    Buckets are `<= edges[0]`, `(edges[i-1], edges[i]]`, `> edges[-1]`; empty buckets are left out."""
+    counts = torch.as_tensor(list(counts))
+    if counts.shape != ranks.shape:
+        raise ValueError(f"{counts.numel()} target counts for {ranks.numel()} ranks.")
+    bounds = [-1, *edges, math.inf]
+    buckets = {}
+    for low, high in zip(bounds, bounds[1:]):
+        inside = (counts > low) & (counts <= high)
+        if not inside.any():
+            continue
+        label = f"<={high}" if low < 0 else f">{low}" if high == math.inf else f"{low + 1}-{high}"
+        metrics = ranking_metrics(ranks[inside], (k,))
+        buckets[label] = {f"NDCG@{k}": metrics[f"NDCG@{k}"], f"NDCG@{k}_se": metrics[f"NDCG@{k}_se"],
+                          f"HR@{k}": metrics[f"HR@{k}"], "users": metrics["num_users"]}
+    return buckets
+
+
 def rating_metrics(predicted: torch.Tensor, truth: torch.Tensor, prefix: str = "") -> dict[str, float]:
     """RMSE and MAE of predicted ratings."""
     error = predicted.double() - truth.double()
@@ -84,7 +108,9 @@ def selection_metrics(predicted: Sequence[set], gold: Sequence[set]) -> dict[str
 
 __all__ = [
     "CUTOFFS",
+    "FREQUENCY_EDGES",
     "rating_metrics",
+    "ranking_by_frequency",
     "ranking_metrics",
     "selection_metrics",
     "target_ranks",

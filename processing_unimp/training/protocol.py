@@ -104,11 +104,11 @@ def seen_mask(histories: Sequence[Sequence[int]], num_items: int) -> torch.Tenso
     return mask
 
 
-def evaluate_scorer(
+def scorer_ranks(
     scorer: Scorer, split: LeaveOneOut, name: str = "test", exclude_seen: bool = True, batch_size: int = 256,
     progress: bool = False,
-) -> dict[str, float]:
-    """HR/NDCG/MRR@{1,5,10,20} (with NDCG's standard error) of `scorer` on one split of the protocol."""
+) -> torch.Tensor:
+    """1-based rank of each user's target (in `split.histories(name)` order) under `scorer`."""
     _, histories, targets = split.histories(name)
     ranks = []
     for start in tqdm(range(0, len(histories), batch_size), desc=f"ranking ({name})", disable=not progress):
@@ -116,7 +116,15 @@ def evaluate_scorer(
         scores = scorer.score(batch)
         exclude = seen_mask(batch, split.num_items) if exclude_seen else None
         ranks.append(target_ranks(scores, torch.tensor(targets[start : start + batch_size]), exclude))
-    return ranking_metrics(torch.cat(ranks))
+    return torch.cat(ranks)
 
 
-__all__ = ["LeaveOneOut", "Scorer", "evaluate_scorer", "protocol_text", "recommend_samples", "seen_mask"]
+def evaluate_scorer(
+    scorer: Scorer, split: LeaveOneOut, name: str = "test", exclude_seen: bool = True, batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, float]:
+    """HR/NDCG/MRR@{1,5,10,20} (with NDCG's standard error) of `scorer` on one split of the protocol."""
+    return ranking_metrics(scorer_ranks(scorer, split, name, exclude_seen, batch_size, progress))
+
+
+__all__ = ["LeaveOneOut", "Scorer", "evaluate_scorer", "protocol_text", "recommend_samples", "scorer_ranks", "seen_mask"]

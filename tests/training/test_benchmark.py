@@ -54,3 +54,14 @@ def test_other_tasks_are_tabled_against_their_trivial_baselines():
 def test_stage_times_are_tabled_with_their_total():
     table = markdown({"datasets": {}, "stage_seconds": {"image tokenizer": 40.2, "fashion-shop": 300.0}})
     assert "| image tokenizer | 40 |" in table and "| total | 340 |" in table
+
+
+def test_rows_are_tabled_by_the_target_items_train_frequency():
+    models = {"unimp": {"NDCG@10": 0.1, "by_target_frequency": {
+        "<=5": {"NDCG@10": 0.05, "NDCG@10_se": 0.01, "HR@10": 0.1, "users": 40},
+        ">50": {"NDCG@10": 0.2, "NDCG@10_se": 0.02, "HR@10": 0.3, "users": 60}}},
+        "sasrec": {"NDCG@10": 0.1, "by_target_frequency": {
+            ">50": {"NDCG@10": 0.25, "NDCG@10_se": 0.02, "HR@10": 0.3, "users": 60}}}}
+    table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
+    assert "| model | <=5 (40) | >50 (60) |" in table
+    assert "| unimp | 0.0500 ± 0.0100 | 0.2000 ± 0.0200 |" in table and "| sasrec | – | 0.2500 ± 0.0200 |" in table

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from processing_unimp.training.metrics import (
+    ranking_by_frequency,
     ranking_metrics,
     rating_metrics,
     selection_metrics,
@@ -60,3 +61,14 @@ def test_rating_and_selection_metrics():
     result = selection_metrics([{"a"}, {"b", "c"}], [{"a", "d"}, {"c"}])
     assert result["precision"] == pytest.approx(2 / 3) and result["recall"] == pytest.approx(2 / 3)
     assert result["F1"] == pytest.approx(2 / 3)
+
+
+def test_ranking_by_frequency_buckets_targets_by_their_train_interactions():
+    ranks = torch.tensor([1, 3, 100, 1, 2])
+    buckets = ranking_by_frequency(ranks, [0, 5, 6, 60, 60], edges=(5, 50))
+    assert list(buckets) == ["<=5", "6-50", ">50"]
+    assert buckets["<=5"]["users"] == 2 and buckets["6-50"]["NDCG@10"] == 0.0
+    assert math.isclose(buckets["<=5"]["NDCG@10"], (1 + 1 / math.log2(4)) / 2)
+    assert math.isclose(buckets[">50"]["HR@10"], 1.0)
+    with pytest.raises(ValueError, match="4 target counts for 5 ranks"):
+        ranking_by_frequency(ranks, [1, 2, 3, 4])
