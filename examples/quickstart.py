@@ -40,7 +40,7 @@ RANKING_TASKS = "recommend,search,rate_explain,select"
 
 
 def run_dataset(name: str, overrides: dict, args, output: Path) -> tuple[dict, tuple]:
-    """Train UniMP (`overrides`: train.py data arguments) and the baselines on one bundled dataset; returns the
+    """Train UniMP (`overrides`: train.py model or data arguments) and the baselines on one bundled dataset; returns the
     results block and (model, processor, data, test samples)."""
     print(f"\n== {name} ==\n{(bundled_dataset_path(name) / 'statistics.md').read_text()}")
     data = load_unimp_dataset(name)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +134,8 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
     data_model, training = VARIANTS[variant]
     model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields, item_init_image_weight=1.0,
                                 item_init_noise=0.5)
-    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend", item_fields="",
-                              max_history_items=50)
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend",
+                              item_fields="", max_history_items=50)
     for key, value in {**overrides, **data_model}.items():
         target = next((args for args in (model_args, data_args) if hasattr(args, key)), None)
         if target is None:
