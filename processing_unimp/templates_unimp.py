@@ -97,10 +97,17 @@ def _token(text: str, kind: int = CONTEXT) -> Segment:
     return Segment(text, kind, token=True)
 
 
-def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[Segment] = ()) -> Chunk:
-    """`<image>`? + lead + attribute text + (`<answer>` + supervised part)? + `<|endofchunk|>`."""
+def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[Segment] = (),
+               show_id: bool = True) -> Chunk:
+    """`<image>`? + lead + `<item_k>`? + attribute text + (`<answer>` + supervised part)? + `<|endofchunk|>`.
+
+    The item token is shown (as input) unless it is the answer (`show_id=False`): it carries the item's row, the
+    only thing that names the item when its chunk has no text (compact chunks, `item_fields=""`).
+    """
     segments = [_token(IMAGE_TOKEN)] if entry.image is not None else []
     segments += lead
+    if show_id:
+        segments.append(_token(entry.item_token))
     if entry.text:
         segments.append(Segment(entry.text))
     if supervised:
@@ -121,10 +128,11 @@ def next_item_chunk(entry: Entry, kind: int = RECONSTRUCTION) -> Chunk:
 
 
 def history_chunk(entry: Entry, part: Callable[[Entry, int], list[Segment]], history_ids: str = "after") -> Chunk:
-    """One history item: its id before its content (`history_ids="before"`, item-id parts only) or after it."""
+    """One history item: its id before its content (`history_ids="before"`, item-id parts only) or after it; with
+    any other part (rating, image codes) the id is shown as input next to the content."""
     if history_ids == "before" and part is item_part:
         return next_item_chunk(entry)
-    return item_chunk(entry, part(entry, RECONSTRUCTION))
+    return item_chunk(entry, part(entry, RECONSTRUCTION), show_id=part is not item_part)
 
 
 def prompt_chunk(text: str, answer: Sequence[Segment]) -> Chunk:

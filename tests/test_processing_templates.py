@@ -65,10 +65,10 @@ def test_rate_explain(processor):
               "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}}  # fmt: skip
     encoded = processor.encode(sample)
     prompt = [
-        "<image>", SHOES, "<answer>", "<rating_5>", "Great shoes", "<|endofchunk|>",
-        SHIRT, "<answer>", "<rating_2>", "<|endofchunk|>",
-        "<image>", HAT, "<|endofchunk|>",
-        "<image>", SOCKS, "<|endofchunk|>",
+        "<image>", item(processor, "A1"), SHOES, "<answer>", "<rating_5>", "Great shoes", "<|endofchunk|>",
+        item(processor, "B2"), SHIRT, "<answer>", "<rating_2>", "<|endofchunk|>",
+        "<image>", item(processor, "C3"), HAT, "<|endofchunk|>",
+        "<image>", item(processor, "D4"), SOCKS, "<|endofchunk|>",
         "What is the rating and explanation for the item?", "<answer>",
     ]  # fmt: skip
     assert encoded["input_ids"] == expected_ids(processor, *prompt, "<rating_4>", "Warm and soft", "</s>")
@@ -89,9 +89,9 @@ def test_select(processor):
     sample = {"task": "select", "history": ["A1"], "candidates": ["B2", "D4", "E5"], "answer": ["E5", "B2"]}
     candidates = [
         "Select from:",
-        "<slot_0>", SHIRT, "<|endofchunk|>",
-        "<image>", "<slot_1>", SOCKS, "<|endofchunk|>",
-        "<slot_2>", "<|endofchunk|>",
+        "<slot_0>", item(processor, "B2"), SHIRT, "<|endofchunk|>",
+        "<image>", "<slot_1>", item(processor, "D4"), SOCKS, "<|endofchunk|>",
+        "<slot_2>", item(processor, "E5"), "<|endofchunk|>",  # no text: the id token alone names the item
         "Which of these items will the user choose?", "<answer>",
     ]  # fmt: skip
     history = ["<image>", SHOES, "<answer>", item(processor, "A1"), "<|endofchunk|>"]
@@ -103,9 +103,11 @@ def test_generate_image(processor):
     sample = {"task": "generate_image", "history": ["A1", {"item_id": "C3", "image_codes": [0, 0, 1, 1]}, "D4"],
               "query": "a shirt", "target": "B2"}  # fmt: skip
     history = [
-        "<image>", SHOES, "<answer>", "<img_1>", "<img_2>", "<img_3>", "<img_0>", "<|endofchunk|>",
-        "<image>", HAT, "<answer>", "<img_0>", "<img_0>", "<img_1>", "<img_1>", "<|endofchunk|>",
-        "<image>", SOCKS, "<|endofchunk|>",  # no codes: no answer part
+        "<image>", item(processor, "A1"), SHOES, "<answer>", "<img_1>", "<img_2>", "<img_3>", "<img_0>",
+        "<|endofchunk|>",
+        "<image>", item(processor, "C3"), HAT, "<answer>", "<img_0>", "<img_0>", "<img_1>", "<img_1>",
+        "<|endofchunk|>",
+        "<image>", item(processor, "D4"), SOCKS, "<|endofchunk|>",  # no codes: no answer part
     ]  # fmt: skip
     prompt = ["Query: a shirt What does the item the user wants look like?", "<answer>"]
     target = ["<img_3>", "<img_3>", "<img_1>", "<img_0>", "</s>"]
