@@ -53,6 +53,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
                        "item_init_noise": 0.0}, {}),
     "unimp-title-chunks": ({"item_fields": "title"}, {}),
     "unimp-gamma0": ({}, {"gamma": 0.0}),
+    # the paper's context reconstruction (identify each history item from its content) as a second objective: every
+    # sequence also in the "after" layout, so an epoch costs twice the steps
+    "unimp-identification": ({"identification": True}, {}),
+    # multi-task: 1,000 samples of the other ranking tasks (10 history items each) beside the packed recommend data
+    "unimp-multitask": ({"tasks": "recommend,search,rate_explain,select", "max_train_samples": 1000}, {}),
 }
 OTHER_TASKS = {  # UniMP's metrics key -> (its trivial baseline's row, the metrics compared; lower is better?)
     "search": ("search: popularity in the query's category", ("HR@10", "NDCG@10"), False),
@@ -243,7 +248,10 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
                     beam += [list(dict.fromkeys(token_to_item[t] for t in row if t in token_to_item)) for row in first]
         timings[method] = (time.perf_counter() - start, memory.mib)
     targets = [s["target"]["item_id"] for s in samples]
-    hit = lambda lists: sum(t in top for t, top in zip(targets, lists)) / len(targets)  # noqa: E731
+
+    def hit(lists) -> float:
+        return sum(t in top for t, top in zip(targets, lists)) / len(targets)
+
     return {
         "num_users": len(samples),
         "full_rank_users_per_s": len(samples) / timings["full_rank"][0],

@@ -1,5 +1,7 @@
 """The benchmark's reference rows and tables."""
 
+import pytest
+
 from processing_unimp.training.benchmark import markdown, reference_rows
 
 
@@ -65,3 +67,18 @@ def test_rows_are_tabled_by_the_target_items_train_frequency():
     table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
     assert "| model | <=5 (40) | >50 (60) |" in table
     assert "| unimp | 0.0500 ± 0.0100 | 0.2000 ± 0.0200 |" in table and "| sasrec | – | 0.2500 ± 0.0200 |" in table
+
+
+def test_every_variant_sets_real_arguments_and_an_unknown_override_is_an_error(tmp_path):
+    """Each benchmark variant's overrides land on train.py's argument dataclasses (a typo would be lost silently
+    otherwise), and an override that names no field is refused."""
+    from processing_unimp.training.benchmark import VARIANTS, unimp_arguments
+
+    for variant, (data_model, training) in VARIANTS.items():
+        model_args, data_args, training_args = unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None)
+        for key, value in data_model.items():
+            assert getattr(model_args, key, getattr(data_args, key, None)) == value, (variant, key)
+        assert all(getattr(training_args, key) == value for key, value in training.items()), variant
+        assert training_args.output_dir == str(tmp_path / variant)
+    with pytest.raises(ValueError, match="'gama' is neither"):
+        unimp_arguments("fashion-shop", "unimp", tmp_path, "tiny", 1, None, gama=0.0)
