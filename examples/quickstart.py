@@ -6,8 +6,9 @@
 2. trains a VQ image tokenizer on the fashion-shop item images;
 3. trains the `small` UniMP with the benchmark's recipe (packed next-item recommend data plus samples of the other
    tasks; the vision tower frozen and its features cached, to fit the budget): on fashion-shop on all five tasks
-   (images in, image codes out) for half an epoch; on movielens-small (text only) on the four tasks it has data
-   for, two epochs (the ablations, e.g. no images, are `examples/benchmark.py`'s);
+   (images in, image codes out) for half an epoch (`--fashion-epochs 1` trains the other tasks better, in about
+   15 min); on movielens-small (text only) on the four tasks it has data for, two epochs (the ablations, e.g. no
+   images, are `examples/benchmark.py`'s);
 4. evaluates them by exact full ranking against Popularity, ItemKNN, content and SASRec under the same protocol,
    and the other tasks against their trivial baselines;
 5. measures full-ranking speed against the original's 10-beam search;
