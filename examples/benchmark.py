@@ -72,7 +72,7 @@ def main() -> None:
     variants = [] if args.baselines_only else [v for v in args.variants.split(",") if v]
     for variant in variants:
         metrics, model, processor, _ = run_unimp(args.dataset, variant, args.output_dir, args.preset, args.epochs,
-                                                 args.eval_users, args.test_users, tasks_metrics=True,
+                                                 args.eval_users, args.test_users,
                                                  exclude_seen=exclude_seen, max_steps=args.max_steps, seed=args.seed,
                                                  init_fields=args.item_init_fields)
         models[row_name(variant, args.seed)] = metrics

@@ -48,7 +48,7 @@ def run_dataset(name: str, epochs: float, overrides: dict, args, output: Path) -
     split = LeaveOneOut.from_dataset(data)
     test = split.samples("test")[: args.test_users]
     metrics, model, processor, _ = run_unimp(name, "unimp", output / name, "small", epochs, args.eval_users,
-                                             args.test_users, True, max_steps=args.max_steps, **overrides)
+                                             args.test_users, max_steps=args.max_steps, **overrides)
     models = {"unimp": metrics, **run_baselines(data, split, sasrec_epochs=args.sasrec_epochs)}
     block = {
         "protocol": protocol_text(split.num_items, len(test), exclude_seen=True)

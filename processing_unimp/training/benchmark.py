@@ -161,7 +161,7 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
 
 
 def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs: float, eval_users: int | None,
-              test_users: int | None, tasks_metrics: bool, task_users: int | None = 300, exclude_seen: bool = True,
+              test_users: int | None, task_users: int | None = 300, exclude_seen: bool = True,
               max_steps: int = -1, seed: int = 0, init_fields: str = "title,categories", **overrides):
     """Train one UniMP variant and score it on the test split; returns (metrics, model, processor, data)."""
     args = unimp_arguments(dataset, variant, output_dir, preset, epochs, eval_users, max_steps, seed, init_fields,
@@ -182,24 +182,24 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
                "by_target_frequency": ranking_by_frequency(ranks, target_train_counts(data, test))}
     available = set(data["tasks_test"]["task"])
     trained = set(args[1].tasks.split(","))
-    if tasks_metrics:  # the other trained tasks on the first `task_users` test users each
-        history = args[1].task_history_items if args[1].packed else None  # as they were trained
-        samples = {task: recent_history(select_tasks(data["tasks_test"], [task], task_users), history)
-                   for task in ("search", "rate_explain", "select") if task in available and task in trained}
-        if "search" in samples:
-            metrics["search"] = evaluate_ranking(model, processor, samples["search"])
-        if "rate_explain" in samples:
-            metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"])
-            if any(s["target"].get("explanation") for s in samples["rate_explain"]):
-                metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
-        if "select" in samples:
-            metrics["selection"] = evaluate_selection(model, processor, samples["select"])
-        if samples:  # the floors each task must beat, on the same samples (explanations: the same 50)
-            floors = task_baselines(data, samples, seed)
-            if "explanation" in metrics:
-                explanation = "explanation: most common"
-                floors[explanation] = task_baselines(data, {"rate_explain": samples["rate_explain"][:50]})[explanation]
-            metrics["task_baselines"] = floors
+    # the other trained tasks (none for recommend-only runs) on the first `task_users` test users each
+    history = args[1].task_history_items if args[1].packed else None  # as they were trained
+    samples = {task: recent_history(select_tasks(data["tasks_test"], [task], task_users), history)
+               for task in ("search", "rate_explain", "select") if task in available and task in trained}
+    if "search" in samples:
+        metrics["search"] = evaluate_ranking(model, processor, samples["search"])
+    if "rate_explain" in samples:
+        metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"])
+        if any(s["target"].get("explanation") for s in samples["rate_explain"]):
+            metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
+    if "select" in samples:
+        metrics["selection"] = evaluate_selection(model, processor, samples["select"])
+    if samples:  # the floors each task must beat, on the same samples (explanations: the same 50)
+        floors = task_baselines(data, samples, seed)
+        if "explanation" in metrics:
+            explanation = "explanation: most common"
+            floors[explanation] = task_baselines(data, {"rate_explain": samples["rate_explain"][:50]})[explanation]
+        metrics["task_baselines"] = floors
     return metrics, model, processor, data
 
 

@@ -21,7 +21,7 @@ def test_packed_unimp_run_reports_its_budget_and_repeats_exactly(tmp_path):
     from processing_unimp.training.benchmark import run_unimp
 
     runs = [run_unimp("fashion-shop", "unimp", tmp_path / str(k), "tiny", epochs=1, eval_users=24, test_users=24,
-                      tasks_metrics=False, max_steps=4, seed=3)[0] for k in range(2)]
+                      max_steps=4, seed=3)[0] for k in range(2)]
     first, second = runs
     assert first["train_steps"] == 4 and first["seed"] == 3 and first["torch_threads"] >= 1
     assert first["validation_NDCG@10"] is not None and 0 < first["epochs"] < 1
