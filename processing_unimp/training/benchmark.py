@@ -47,12 +47,16 @@ from .trainer import UniMPTrainingArguments
 # (model/data argument overrides, training argument overrides).
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp": ({}, {}),
+    # the recipe before length-grouped batches (and the order every ablation row up to it was measured with)
+    "unimp-random-order": ({}, {"train_sampling_strategy": "random"}),
     "unimp-no-images": ({"use_images": False}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),
     "unimp-title-chunks": ({"item_fields": "title"}, {}),
     "unimp-gamma0": ({}, {"gamma": 0.0}),
+    # SASRec's regulariser at RecBole's rate: half of every input-embedding entry dropped while training
+    "unimp-dropout": ({"embedding_dropout": 0.5}, {}),
     # the paper's context reconstruction (identify each history item from its content) as a second objective: every
     # sequence also in the "after" layout, so an epoch costs twice the steps
     "unimp-identification": ({"identification": True}, {}),
@@ -146,6 +150,9 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
         if target is None:
             raise ValueError(f"UniMP override {key!r} is neither a ModelArguments nor a DataArguments field.")
         setattr(target, key, value)
+    # length-sorted batches pad less (movielens-small: 1.01x the real tokens against 1.77x at random) but are
+    # single-task batches, so runs that mix in other tasks keep the random order (README, "Training recipe")
+    sampling = "group_by_length" if data_args.tasks == "recommend" else "random"
     schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     if max_steps > 0:
         every = max(max_steps // 3, 1)
@@ -155,7 +162,7 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
         lr_scheduler_type="cosine", warmup_steps=0.02, per_device_train_batch_size=8, per_device_eval_batch_size=32,
         save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="NDCG@10", greater_is_better=True,
         logging_steps=50, report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=seed,
-        **schedule, **training,
+        **{"train_sampling_strategy": sampling, **schedule, **training},
     )
     return model_args, data_args, training_args
 

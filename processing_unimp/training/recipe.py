@@ -285,6 +285,9 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
 
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
     """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
+    if training_args.train_sampling_strategy == "group_by_length" and not data_args.packed:
+        raise ValueError("train_sampling_strategy='group_by_length' needs --packed: unpacked task samples are encoded "
+                         "batch by batch and have no length to group by (pass --train-sampling-strategy random).")
     set_seed(training_args.seed)
     data = load_unimp_dataset(data_args.dataset)
     image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
@@ -292,15 +295,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     model = build_model(model_args, processor, image_tokenizer)
     tasks = [t for t in data_args.tasks.split(",") if t]
     collator = processor
+    eval_dataset = select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples)
     if data_args.packed:
         train_dataset = training_sequences(processor, data, tasks, data_args)
+        # encoded like the train data, so that grouping by length can read their lengths too
+        eval_dataset = [processor.encode(s) for s in recent_history(eval_dataset, data_args.task_history_items)]
         collator = PaddingCollator(processor)
     else:
         train_dataset = select_tasks(data["tasks_train"], tasks, data_args.max_train_samples,
                                      latest_recommend_only=not data_args.all_recommend_windows)
-    eval_dataset = select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples)
-    if data_args.packed:
-        eval_dataset = recent_history(eval_dataset, data_args.task_history_items)
     trainer = UniMPTrainer(
         model=model,
         args=training_args,

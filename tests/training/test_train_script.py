@@ -5,13 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def launch(*args: str) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "examples/accelerate/cpu.yaml"), str(ROOT / "examples/train.py"), *args]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -58,3 +60,15 @@ def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalog
     loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
     loss.backward()
     assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
+
+
+def test_grouping_by_length_needs_packed_sequences(tmp_path):
+    """Length-grouped batches read the packed sequences' lengths; unpacked samples have no length before the
+    collator encodes them, so that combination is refused up front, naming the flag to change."""
+    from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training
+    from processing_unimp.training.trainer import UniMPTrainingArguments
+
+    args = UniMPTrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="group_by_length", max_steps=1)
+    with pytest.raises(ValueError, match="needs --packed.*--train-sampling-strategy random"):
+        run_training(ModelArguments(model_preset="tiny"), DataArguments(packed=False), args)
+    assert not any(tmp_path.iterdir())  # refused before anything was built or written
