@@ -82,3 +82,16 @@ def test_every_variant_sets_real_arguments_and_an_unknown_override_is_an_error(t
         assert training_args.output_dir == str(tmp_path / variant)
     with pytest.raises(ValueError, match="'gama' is neither"):
         unimp_arguments("fashion-shop", "unimp", tmp_path, "tiny", 1, None, gama=0.0)
+
+
+def test_only_recommend_only_runs_batch_by_length(tmp_path):
+    """Length-sorted batches would be single-task batches once other tasks join the packed data, so only
+    recommend-only runs group by length (the quickstart's multi-task run trains in random order)."""
+    from processing_unimp.training.benchmark import unimp_arguments
+
+    def sampling(variant, **overrides):
+        return unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None, **overrides)[2].train_sampling_strategy
+
+    assert sampling("unimp") == sampling("unimp-no-images") == "group_by_length"
+    assert sampling("unimp-multitask") == sampling("unimp", tasks="recommend,search") == "random"
+    assert sampling("unimp-random-order") == "random"
