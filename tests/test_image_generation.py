@@ -195,3 +195,29 @@ def test_evaluate_image_generation_block():
     assert results["copy"]["fid"] == pytest.approx(0.0, abs=1e-3) and results["noise"]["fid"] > results["copy"]["fid"]
     with pytest.raises(ValueError, match="`class`"):
         train_feature_classifier(images, {"style": classes}, channels=1, image_size=16)
+
+
+def test_image_generation_benchmark_trains_the_recipe_and_reports_search_beside_the_images(tmp_path):
+    """The benchmark's model is the ranking recipe's (packed recommend + search + generate_image): its search
+    ranking and that of the floor it must beat come with the three methods' scores; it is saved, and scored again
+    from the saved folder."""
+    from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
+    from processing_unimp.training.image_generation import METHODS, run_image_generation
+
+    report, rows = run_image_generation("fashion-shop", tmp_path, tokenizer_epochs=1, preset="tiny", max_steps=3,
+                                        task_samples=40, validation_users=16, test_users=16, eval_users=4,
+                                        seed=0)
+    assert set(report["image_generation"]) == set(METHODS)
+    for scores in report["image_generation"].values():
+        assert np.isfinite(scores["fid"]) and 0 <= scores["consistency"] <= 1 and 0 <= scores["personalization"] <= 1
+    assert {"unimp", "popularity in the query's category"} == set(report["search"])
+    assert 0 <= report["search"]["unimp"]["HR@10"] <= 1 and report["training"]["train_steps"] == 3
+    assert report["num_users"] == 4 and len(rows) == 4 and all(len(row) == 1 + len(METHODS) for row in rows)
+    saved = tmp_path / "unimp"
+    assert (saved / IMAGE_TOKENIZER_FOLDER).is_dir()
+    assert len(UniMPProcessor.from_pretrained(saved).image_code_token_ids) == report["image_tokenizer"]["codebook_size"]
+    # the saved model scored again on validation users (how sampling settings are chosen), without training
+    again, _ = run_image_generation("fashion-shop", tmp_path / "again", model_dir=saved, eval_users=3,
+                                    split="validation", temperature=0.7, seed=0)
+    assert again["split"] == "validation" and again["num_users"] == 3 and "training" not in again
+    assert set(again["image_generation"]) == set(METHODS) and "unimp" in again["search"]

@@ -10,18 +10,22 @@ from pathlib import Path
 
 import torch
 
-from processing_unimp.data.builders import bundled_dataset_path
+from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset
 from processing_unimp.generation_unimp import generate_image_codes, retrieve_items
-from processing_unimp.image_codes_unimp import code_grid_size, decode_image_codes
-from processing_unimp.processing_unimp import UniMPProcessor
-from processing_unimp.training.image_eval import evaluate_image_generation, train_feature_classifier
-from processing_unimp.training.trainer import (
-    UniMPTrainer,
-    UniMPTrainingArguments,
-    init_image_code_tokens,
-    init_item_tokens_from_text,
-    unimp_for_processor,
+from processing_unimp.image_codes_unimp import (
+    IMAGE_TOKENIZER_FOLDER,
+    code_grid_size,
+    decode_image_codes,
+    load_image_tokenizer,
 )
+from processing_unimp.processing_unimp import UniMPProcessor
+from processing_unimp.training.benchmark import run_unimp
+from processing_unimp.training.evaluation import evaluate_ranking
+from processing_unimp.training.image_eval import evaluate_image_generation, train_feature_classifier
+from processing_unimp.training.image_tokenizer import RESULTS_FILE, train_image_tokenizer
+from processing_unimp.training.recipe import recent_history, select_tasks
+from processing_unimp.training.task_baselines import task_baselines
 
 METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item")
 
@@ -43,65 +47,6 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
     return [styles[item_id] for item_id in item_ids]
 
 
-def _words(text: str) -> set[str]:
-    return set(text.lower().replace(",", " ").split())
-
-
-def query_matched_samples(samples, items, context_items: int, seed: int) -> list[dict]:
-    """generate_image samples whose context is `context_items` other catalogue items matching most query words.
-
-    A stand-in, at training time, for the context that retrieval gives at inference: it reads only the query and
-    the items' title and categories (the target itself is never in the context).
-    """
-    rng = random.Random(seed)
-    words = [_words(" ".join([title or "", *(categories or [])])) for title, categories in
-             zip(items["title"], items["categories"])]
-    item_ids = items["item_id"]
-    matched = []
-    for sample in samples:
-        query = _words(sample["query"])
-        scores = [len(query & item_words) for item_words in words]
-        best = max(scores)
-        pool = [item_ids[row] for row, score in enumerate(scores)
-                if score == best and item_ids[row] != sample["target"]["item_id"]]
-        matched.append({**sample, "history": rng.sample(pool, min(context_items, len(pool)))})
-    return matched
-
-
-def train_model(processor: UniMPProcessor, vq, items, data, output_dir: Path, *, model_preset: str = "small",
-                max_steps: int = 300, batch_size: int = 8, learning_rate: float = 2e-3, context_items: int = 4,
-                seed: int = 0) -> tuple[torch.nn.Module, dict]:
-    """A from-scratch UniMP trained on the search and generate_image tasks.
-
-    Half of the generate_image samples keep the user's most recent history items as context, the other half get
-    query-matched catalogue items (`query_matched_samples`), so that the model learns both kinds of context.
-    """
-    model = unimp_for_processor(model_preset, processor)
-    # Item tokens start at their title's mean embedding and code tokens at their codebook vector, so that a
-    # from-scratch model learns in hundreds of steps.
-    init_item_tokens_from_text(model, processor, "title")
-    init_image_code_tokens(model, processor, vq)
-    train = data["tasks_train"]
-    search = [s for s in train if s["task"] == "search"]
-    generate = [s for s in train if s["task"] == "generate_image"]
-    half = len(generate) // 2
-    generate = [{**s, "history": s["history"][-context_items:]} for s in generate[:half]] + \
-        query_matched_samples(generate[half:], items, context_items, seed)
-    mixed = search + generate
-    random.Random(seed).shuffle(mixed)
-    training_args = UniMPTrainingArguments(
-        output_dir=str(output_dir / "checkpoints"), max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=0.03, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
-        task_weights="search=1.0", dataloader_drop_last=True,
-    )
-    trainer = UniMPTrainer(model=model, args=training_args, train_dataset=mixed, data_collator=processor,
-                           processing_class=processor)
-    result = trainer.train()
-    return trainer.model.eval(), {"train_loss": round(result.training_loss, 4), "steps": result.global_step,
-                                  "train_samples": len(mixed)}
-
-
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """The three methods' scores as a markdown table."""
     lines = ["| method | FID-style distance (lower is better) | class consistency | personalization |",
@@ -113,18 +58,22 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users: int, context_items: int, seed: int,
-                        temperature: float = 1.0, top_k: int = 0) -> tuple[dict, list[list]]:
-    """Generate for `eval_users` test users by the three methods and score them in a classifier's feature space.
+                        temperature: float = 1.0, top_k: int = 0, history_items: int | None = None,
+                        split: str = "test") -> tuple[dict, list[list]]:
+    """Generate for `eval_users` users of `split` (their generate_image samples) by the three methods and score
+    them in a classifier's feature space (sampling settings are chosen on "validation").
 
-    Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and rows of images for a grid
+    The search prompt that retrieves keeps the user's `history_items` latest items (None: all), as the model's
+    search samples were trained. Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and rows of images for a grid
     (target, then one image per method).
     """
     items = processor.catalogue.table
     grid = code_grid_size(vq)
-    tests = [s for s in data["tasks_test"] if s["task"] == "generate_image"]
+    tests = [s for s in data[f"tasks_{split}"] if s["task"] == "generate_image"]
     tests = random.Random(seed).sample(tests, min(eval_users, len(tests)))
     histories, queries = [s["history"] for s in tests], [s["query"] for s in tests]
-    retrieved = retrieve_items(model, processor, histories, queries, context_items)
+    prompts = [history[-history_items:] if history_items else history for history in histories]
+    retrieved = retrieve_items(model, processor, prompts, queries, context_items)
     contexts = {
         "retrieve_then_generate": [ranked[::-1] for ranked in retrieved],  # best last, nearest the prompt
         "no_retrieval": [history[-context_items:] for history in histories],
@@ -164,5 +113,68 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
     shown = range(min(12, len(tests)))
     rows = [[catalogue[targets[i]]["image"], *(generated[m][i] for m in METHODS)] for i in shown]
     report = {"image_generation": {method: results[method] for method in METHODS}, "retrieval": retrieval,
-              "feature_classifier": classifier_accuracy, "num_users": len(tests)}
+              "feature_classifier": classifier_accuracy, "num_users": len(tests), "split": split}
     return report, rows
+
+
+def search_ranking(model, processor, data, history_items: int | None, split: str = "test", users: int = 300,
+                   seed: int = 0) -> dict[str, dict]:
+    """Search HR/NDCG@10 of the model and of popularity in the query's category on `users` samples of `split`."""
+    samples = recent_history(select_tasks(data[f"tasks_{split}"], ["search"], users), history_items)
+    floor = task_baselines(data, {"search": samples}, seed)["search: popularity in the query's category"]
+    return {"unimp": evaluate_ranking(model, processor, samples), "popularity in the query's category": floor}
+
+
+def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | None = None,
+                         image_tokenizer: Path | None = None, tokenizer_epochs: int = 8, preset: str = "small",
+                         epochs: float = 3, max_steps: int = -1, task_samples: int = 3000,
+                         train_vision_tower: bool = False, validation_users: int | None = 1000,
+                         test_users: int | None = None, generate_contexts: str = "history",
+                         eval_users: int = 150, context_items: int = 4,
+                         temperature: float = 1.0, top_k: int = 0, split: str = "test",
+                         seed: int = 0) -> tuple[dict, list[list]]:
+    """The image-generation benchmark: a VQ tokenizer (trained, or loaded from `image_tokenizer`), then the
+    benchmark's UniMP recipe (`run_unimp`: packed recommend data plus `task_samples` search and generate_image
+    samples together, each keeping its `context_items` latest history items: the context generation gets; with
+    `generate_contexts="mixed"` every other generate_image sample gets query-matched catalogue items), then
+    `evaluate_generation` on `eval_users` users of `split`. `model_dir` (a saved run's `unimp/` folder, with its
+    `image_tokenizer/`) skips both trainings: sampling settings are compared that way on "validation".
+
+    The model's search ranking (against popularity in the query's category) is reported beside the images, since
+    retrieval can only help once search ranks; a trained run adds its recommend ranking (`test_users`, all by
+    default). Returns the report and the grid's rows; a trained model, its processor and tokenizer are saved in
+    `output_dir/unimp`.
+    """
+    report: dict = {}
+    if model_dir is not None:
+        model = UniMPForConditionalGeneration.from_pretrained(model_dir)
+        processor = UniMPProcessor.from_pretrained(model_dir)
+        vq = load_image_tokenizer(model_dir / IMAGE_TOKENIZER_FOLDER)
+        data = load_unimp_dataset(dataset)
+    else:
+        if image_tokenizer is None:
+            image_tokenizer = output_dir / IMAGE_TOKENIZER_FOLDER
+            vq, tokenizer_results = train_image_tokenizer(load_unimp_dataset(dataset)["items"], image_tokenizer,
+                                                          epochs=tokenizer_epochs, seed=seed)
+        else:
+            vq = load_image_tokenizer(image_tokenizer)
+            saved = image_tokenizer / RESULTS_FILE
+            tokenizer_results = json.loads(saved.read_text()) if saved.is_file() else {"path": str(image_tokenizer)}
+        metrics, model, processor, data = run_unimp(
+            dataset, "unimp", output_dir, preset, epochs, validation_users, test_users=test_users,
+            max_steps=max_steps, seed=seed, tasks="recommend,search,generate_image",
+            image_tokenizer=str(image_tokenizer), max_train_samples=task_samples, task_history_items=context_items,
+            generate_contexts=generate_contexts, freeze_vision_tower=not train_vision_tower,
+        )
+        report.update({
+            "recommend": {k: metrics[k] for k in ("HR@10", "NDCG@10", "NDCG@10_se")},
+            "image_tokenizer": tokenizer_results,
+            "training": {k: metrics[k] for k in ("train_seconds", "train_steps", "epochs", "best_epoch", "seed",
+                                                 "torch_threads")},
+        })
+    model.eval()
+    evaluation, rows = evaluate_generation(model, processor, vq, data, dataset, eval_users=eval_users,
+                                           context_items=context_items, seed=seed, temperature=temperature,
+                                           top_k=top_k, history_items=context_items, split=split)
+    search = search_ranking(model, processor, data, context_items, split, seed=seed)
+    return {**evaluation, "search": search, **report}, rows

@@ -7,6 +7,7 @@ started from content, trains with `UniMPTrainer` (validation ranking each evalua
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,12 @@ class DataArguments:
         default=10,
         metadata={"help": "With --packed, history items per sample of the other tasks (their chunks carry ratings and "
                           "explanations: long histories would cost more tokens than the packed recommend data)."},
+    )
+    generate_contexts: str = field(
+        default="history",
+        metadata={"help": "With --packed, generate_image training contexts: 'history' (the user's --task-history-items "
+                          "latest items) or 'mixed' (every other sample gets instead that many catalogue items sharing "
+                          "most words with its query: a stand-in for the retrieved items it gets at inference)."},
     )
     item_field_words: int | None = field(default=None, metadata={"help": "Words per item attribute in a chunk."})
     field_labels: bool = field(default=True, metadata={"help": "Write 'Title: ...' labels in chunks (False: values)."})
@@ -234,6 +241,27 @@ def recent_history(samples, items: int | None) -> list[dict]:
             for sample in samples]
 
 
+def _words(text: str) -> set[str]:
+    return set(text.lower().replace(",", " ").split())
+
+
+def query_matched_contexts(samples: list[dict], items, seed: int = 0) -> list[dict]:
+    """The samples with their history replaced by as many other catalogue items sharing most words (title and
+    categories) with their query; the target itself is never among them."""
+    rng = random.Random(seed)
+    words = [_words(" ".join([title or "", *(categories or [])])) for title, categories in
+             zip(items["title"], items["categories"])]
+    item_ids = items["item_id"]
+    matched = []
+    for sample in samples:
+        scores = {row: len(_words(sample["query"]) & item_words) for row, item_words in enumerate(words)
+                  if item_ids[row] != sample["target"]["item_id"]}
+        best = max(scores.values())
+        pool = [item_ids[row] for row, score in scores.items() if score == best]
+        matched.append({**sample, "history": rng.sample(pool, min(len(sample["history"]), len(pool)))})
+    return matched
+
+
 def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_args: DataArguments) -> list[dict]:
     """`--packed` training data as encodings: every train interaction a next-item target (when `recommend` is in
     `tasks`), plus each other task's samples encoded one by one."""
@@ -243,8 +271,13 @@ def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_a
                                     identification=data_args.identification, recent=data_args.packed_recent)
     others = [t for t in tasks if t != "recommend"]
     if others:
-        samples = select_tasks(data["tasks_train"], others, data_args.max_train_samples)
-        encodings += [processor.encode(sample) for sample in recent_history(samples, data_args.task_history_items)]
+        samples = recent_history(select_tasks(data["tasks_train"], others, data_args.max_train_samples),
+                                 data_args.task_history_items)
+        if data_args.generate_contexts == "mixed":
+            rows = [row for row, sample in enumerate(samples) if sample["task"] == "generate_image"][1::2]
+            for row, sample in zip(rows, query_matched_contexts([samples[row] for row in rows], data["items"])):
+                samples[row] = sample
+        encodings += [processor.encode(sample) for sample in samples]
     return encodings
 
 
@@ -285,6 +318,8 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
 
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
     """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
+    if data_args.generate_contexts not in ("history", "mixed"):
+        raise ValueError(f"--generate-contexts must be 'history' or 'mixed', not {data_args.generate_contexts!r}.")
     if training_args.train_sampling_strategy == "group_by_length" and not data_args.packed:
         raise ValueError("train_sampling_strategy='group_by_length' needs --packed: unpacked task samples are encoded "
                          "batch by batch and have no length to group by (pass --train-sampling-strategy random).")

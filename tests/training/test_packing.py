@@ -112,3 +112,21 @@ def test_other_tasks_join_the_packed_data_with_their_latest_history_items(shop):
     expected = processor.encode({**search[0], "history": history[-3:-1]})
     assert encodings[-1]["input_ids"] == expected["input_ids"]
 
+
+
+def test_query_matched_contexts_share_most_query_words_and_never_hold_the_target():
+    """The 'mixed' generate_image contexts: as many catalogue items as the sample's history, each sharing the most
+    words with its query, the target excluded."""
+    from processing_unimp.training.recipe import query_matched_contexts
+
+    items = Dataset.from_list([
+        {"item_id": "a", "title": "dark bag", "categories": ["bags"]},
+        {"item_id": "b", "title": "light bag", "categories": ["bags"]},
+        {"item_id": "c", "title": "dark bag", "categories": ["bags"]},
+        {"item_id": "d", "title": "red coat", "categories": ["outerwear"]},
+    ])
+    samples = [{"task": "generate_image", "query": "bags dark bag", "history": ["d", "b"], "target": {"item_id": "a"}},
+               {"task": "generate_image", "query": "outerwear coat", "history": ["a"], "target": {"item_id": "b"}}]
+    matched = query_matched_contexts(samples, items, seed=0)
+    assert sorted(matched[0]["history"]) == ["c"]  # the only other item with all three words
+    assert matched[1]["history"] == ["d"] and matched[1]["target"] == samples[1]["target"]
