@@ -6,9 +6,10 @@
    codes the processor's generate_image template prints.
 2. Trains UniMP with the benchmark's recipe (`examples/benchmark.py`: `small` from scratch, packed recommend data,
    content-started item rows, the best epoch on validation) plus `--task-samples` search and generate_image
-   samples, each keeping its `--context-items` latest history items; the vision tower frozen with cached features
-   unless `--train-vision-tower`. Its test search ranking is reported beside the images: retrieval can only help
-   once search ranks.
+   samples, each keeping its `--context-items` latest history items (by default every other generate_image sample
+   gets catalogue items matching its query instead, a stand-in for what retrieval gives at inference); the vision
+   tower frozen with cached features unless `--train-vision-tower`. Its test search ranking is reported beside the
+   images: retrieval can only help once search ranks.
 3. For test users (their generate_image samples) it makes one image per user three ways:
    - retrieve_then_generate: the model's search task ranks the catalogue for the user's history and query, the
      top `--context-items` items become the context, and the model generates the codes (`generation_unimp`);
@@ -52,15 +53,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--task-samples", type=int, default=3000,
                         help="search and generate_image training samples, together")
     parser.add_argument("--train-vision-tower", action="store_true")
-    parser.add_argument("--generate-contexts", default="history", choices=("history", "mixed"),
+    parser.add_argument("--generate-contexts", default="mixed", choices=("history", "mixed"),
                         help="generate_image training contexts: the user's latest items, or for every other sample "
-                             "catalogue items matching its query (a stand-in for retrieval)")
+                             "catalogue items matching its query (a stand-in for retrieval; chosen on validation)")
     parser.add_argument("--validation-users", type=int, default=1000,
                         help="validation users ranked (recommend) after each epoch to pick the checkpoint")
     parser.add_argument("--context-items", type=int, default=4,
                         help="Items in a generate_image context: retrieved ones, or the most recent history items.")
     parser.add_argument("--eval-users", type=int, default=150, help="test users images are generated for")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=0.5, help="code sampling temperature (chosen on validation)")
     parser.add_argument("--top-k", type=int, default=0, help="Sample among the k most likely codes (0: all).")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()

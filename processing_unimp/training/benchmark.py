@@ -62,6 +62,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-identification": ({"identification": True}, {}),
     # multi-task: 1,000 samples of the other ranking tasks (10 history items each) beside the packed recommend data
     "unimp-multitask": ({"tasks": "recommend,search,rate_explain,select", "max_train_samples": 1000}, {}),
+    # the image-generation benchmark's training without generate_image (same steps: 3,000 search samples instead of
+    # its 1,500 search and 1,500 generate_image ones; 4 history items each; vision tower frozen)
+    "unimp-search": ({"tasks": "recommend,search", "max_train_samples": 3000, "task_history_items": 4,
+                      "freeze_vision_tower": True}, {}),
 }
 OTHER_TASKS = {  # UniMP's metrics key -> (its trivial baseline's row, the metrics compared; lower is better?)
     "search": ("search: popularity in the query's category", ("HR@10", "NDCG@10"), False),

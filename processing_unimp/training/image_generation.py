@@ -129,9 +129,9 @@ def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | No
                          image_tokenizer: Path | None = None, tokenizer_epochs: int = 8, preset: str = "small",
                          epochs: float = 3, max_steps: int = -1, task_samples: int = 3000,
                          train_vision_tower: bool = False, validation_users: int | None = 1000,
-                         test_users: int | None = None, generate_contexts: str = "history",
+                         test_users: int | None = None, generate_contexts: str = "mixed",
                          eval_users: int = 150, context_items: int = 4,
-                         temperature: float = 1.0, top_k: int = 0, split: str = "test",
+                         temperature: float = 0.5, top_k: int = 0, split: str = "test",
                          seed: int = 0) -> tuple[dict, list[list]]:
     """The image-generation benchmark: a VQ tokenizer (trained, or loaded from `image_tokenizer`), then the
     benchmark's UniMP recipe (`run_unimp`: packed recommend data plus `task_samples` search and generate_image
