@@ -61,7 +61,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--context-items", type=int, default=4,
                         help="Items in a generate_image context: retrieved ones, or the most recent history items.")
     parser.add_argument("--eval-users", type=int, default=150, help="test users images are generated for")
-    parser.add_argument("--temperature", type=float, default=0.5, help="code sampling temperature (chosen on validation)")
+    parser.add_argument("--temperature", type=float, default=0.5,
+                        help="code sampling temperature (chosen on validation)")
     parser.add_argument("--top-k", type=int, default=0, help="Sample among the k most likely codes (0: all).")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -71,12 +72,12 @@ def main() -> None:
     args = parse_args()
     start = time.perf_counter()
     report, rows = run_image_generation(
-        args.dataset, args.output_dir, model_dir=args.model, image_tokenizer=args.image_tokenizer, tokenizer_epochs=args.tokenizer_epochs,
-        preset=args.model_preset, epochs=args.epochs, max_steps=args.max_steps, task_samples=args.task_samples,
-        train_vision_tower=args.train_vision_tower, validation_users=args.validation_users,
-        generate_contexts=args.generate_contexts,
-        eval_users=args.eval_users, context_items=args.context_items, temperature=args.temperature,
-        top_k=args.top_k, split=args.split, seed=args.seed,
+        args.dataset, args.output_dir, model_dir=args.model, image_tokenizer=args.image_tokenizer,
+        tokenizer_epochs=args.tokenizer_epochs, preset=args.model_preset, epochs=args.epochs, max_steps=args.max_steps,
+        task_samples=args.task_samples, train_vision_tower=args.train_vision_tower,
+        validation_users=args.validation_users, generate_contexts=args.generate_contexts, eval_users=args.eval_users,
+        context_items=args.context_items, temperature=args.temperature, top_k=args.top_k, split=args.split,
+        seed=args.seed,
     )
     report["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report["seconds"] = round(time.perf_counter() - start, 1)

@@ -64,8 +64,8 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
     them in a classifier's feature space (sampling settings are chosen on "validation").
 
     The search prompt that retrieves keeps the user's `history_items` latest items (None: all), as the model's
-    search samples were trained. Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and rows of images for a grid
-    (target, then one image per method).
+    search samples were trained. Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and
+    rows of images for a grid (target, then one image per method).
     """
     items = processor.catalogue.table
     grid = code_grid_size(vq)
