@@ -254,7 +254,8 @@ def query_matched_contexts(samples: list[dict], items, seed: int = 0) -> list[di
     item_ids = items["item_id"]
     matched = []
     for sample in samples:
-        scores = {row: len(_words(sample["query"]) & item_words) for row, item_words in enumerate(words)
+        query = _words(sample["query"])
+        scores = {row: len(query & item_words) for row, item_words in enumerate(words)
                   if item_ids[row] != sample["target"]["item_id"]}
         best = max(scores.values())
         pool = [item_ids[row] for row, score in scores.items() if score == best]
