@@ -25,7 +25,18 @@ from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
 from .image_processing_unimp import load_rgb_image, make_image_processor
 from .ranking_unimp import rank_tokens
 from .schema_unimp import INTERACTION_FIELDS, TASKS, check_task, item_id_of
-from .templates_unimp import HISTORY_IDS, TEMPLATE_TEXTS, TEMPLATES, Chunk, Entry, Layout, ResolvedSample, history_chunk, item_part
+from .templates_unimp import (
+    HISTORY_IDS,
+    TEMPLATE_TEXTS,
+    TEMPLATES,
+    Chunk,
+    Entry,
+    Layout,
+    ResolvedSample,
+    history_chunk,
+    item_part,
+    rating_part,
+)
 from .tokenization_unimp import train_tokenizer
 from .vocabulary_unimp import (
     ANSWER_TOKEN,
@@ -367,18 +378,22 @@ class UniMPProcessor(ProcessorMixin):
         }
 
     def encode_history_chunks(
-        self, history: Sequence[Any], history_ids: str | None = None
+        self, history: Sequence[Any], history_ids: str | None = None, task: str = "recommend"
     ) -> list[dict[str, Any]]:
-        """Each history item as one tokenized chunk, as recommend's template renders it (no truncation).
+        """Each history item as one tokenized chunk, as `task`'s template renders it (no truncation).
 
         Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after a BOS they are the
-        history part of `encode`'s recommend sequence. `history_ids` overrides the processor's layout. Used to pack
-        whole user histories into training sequences (`processing_unimp.training.packing`).
+        history part of `encode`'s sequence for `task` ("recommend", or "rate_explain": each chunk then carries its
+        interaction's rating and explanation). `history_ids` overrides the processor's layout. Used to pack whole
+        user histories into training sequences (`processing_unimp.training.packing`).
         """
         layout = self.history_ids if history_ids is None else history_ids
         if layout not in HISTORY_IDS:
             raise ValueError(f"history_ids must be one of {HISTORY_IDS}, got {layout!r}.")
-        chunks = [history_chunk(entry, item_part, layout) for entry in self._history(history, "recommend")]
+        parts = {"recommend": item_part, "rate_explain": rating_part}
+        if task not in parts:
+            raise ValueError(f"encode_history_chunks renders 'recommend' or 'rate_explain' chunks, not {task!r}.")
+        chunks = [history_chunk(entry, parts[task], layout) for entry in self._history(history, task)]
         return [
             {"input_ids": chunk.ids, "token_kinds": chunk.kinds, "item_id": chunk.item_id,
              "images": [] if chunk.image is None else [load_rgb_image(chunk.image, chunk.item_id)]}

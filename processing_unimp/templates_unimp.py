@@ -98,11 +98,12 @@ def _token(text: str, kind: int = CONTEXT) -> Segment:
 
 
 def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[Segment] = (),
-               show_id: bool = True) -> Chunk:
+               show_id: bool = True, open_answer: bool = False) -> Chunk:
     """`<image>`? + lead + `<item_k>`? + attribute text + (`<answer>` + supervised part)? + `<|endofchunk|>`.
 
     The item token is shown (as input) unless it is the answer (`show_id=False`): it carries the item's row, the
-    only thing that names the item when its chunk has no text (compact chunks, `item_fields=""`).
+    only thing that names the item when its chunk has no text (compact chunks, `item_fields=""`). `open_answer`
+    always writes `<answer>` and leaves the chunk open after the supervised part (a prompt's last chunk).
     """
     segments = [_token(IMAGE_TOKEN)] if entry.image is not None else []
     segments += lead
@@ -110,9 +111,10 @@ def item_chunk(entry: Entry, supervised: Sequence[Segment] = (), lead: Sequence[
         segments.append(_token(entry.item_token))
     if entry.text:
         segments.append(Segment(entry.text))
-    if supervised:
+    if supervised or open_answer:
         segments += [_token(ANSWER_TOKEN), *supervised]
-    segments.append(_token(END_OF_CHUNK_TOKEN))
+    if not open_answer:
+        segments.append(_token(END_OF_CHUNK_TOKEN))
     return Chunk(segments, image=entry.image, item_id=entry.item_id)
 
 
@@ -184,8 +186,15 @@ def search(sample: ResolvedSample) -> Layout:
 
 
 def rate_explain(sample: ResolvedSample) -> Layout:
-    """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk; the question."""
+    """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk; the question.
+
+    With `history_ids="before"` the target's chunk is left open at its `<answer>` instead of a question: the
+    position every history rating is trained at, as packed rating sequences train it (`packed_ratings`).
+    """
     answer = _answer(sample, rating_part)
+    if sample.history_ids == "before":
+        return Layout(_history(sample, rating_part), [item_chunk(sample.target, answer, open_answer=True)],
+                      bool(answer))
     tail = [item_chunk(sample.target), prompt_chunk(RATE_EXPLAIN_PROMPT, answer)]
     return Layout(_history(sample, rating_part), tail, bool(answer))
 

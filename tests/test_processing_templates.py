@@ -225,13 +225,24 @@ def test_recommend_with_ids_before_content(make_processor):
     inference = processor.encode({"task": "recommend", "history": HISTORY})
     assert inference["input_ids"] == expected_ids(processor, *next_item_history(processor), "<answer>")
     assert [image.size for image in inference["images"]] == [(8, 8), (16, 16)]
-    # Search keeps its instruction; rate_explain's history is unchanged (a rating is read after its item's content).
+    # Search keeps its instruction; rate_explain's history is unchanged (a rating is read after its item's content)
+    # and its target chunk stays open at `<answer>`, where every history rating is trained, instead of a question.
     search = processor.encode({"task": "search", "history": HISTORY, "query": "warm socks", "target": "D4"})
     query = "Query: warm socks What is the related item to the query based on the history?"
     assert search["input_ids"] == expected_ids(processor, *next_item_history(processor), query, "<answer>",
                                                item(processor, "D4"), "</s>")
     rate = {"task": "rate_explain", "history": HISTORY, "target": {"item_id": "D4", "rating": 4}}
-    assert processor.encode(rate)["input_ids"] == make_processor().encode(rate)["input_ids"]
+    rate_history = [
+        "<image>", item(processor, "A1"), SHOES, "<answer>", "<rating_5>", "Great shoes", "<|endofchunk|>",
+        item(processor, "B2"), SHIRT, "<answer>", "<rating_2>", "<|endofchunk|>",
+        "<image>", item(processor, "C3"), HAT, "<|endofchunk|>",
+    ]  # fmt: skip
+    open_target = ["<image>", item(processor, "D4"), SOCKS, "<answer>"]
+    assert processor.encode(rate)["input_ids"] == expected_ids(processor, *rate_history, *open_target, "<rating_4>",
+                                                               "</s>")
+    inference = processor.encode({**rate, "target": "D4"})
+    assert inference["input_ids"] == expected_ids(processor, *rate_history, *open_target)
+    assert len(inference["images"]) == 3
     with pytest.raises(ValueError, match="history_ids"):
         make_processor(history_ids="middle")
 

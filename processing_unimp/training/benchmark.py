@@ -62,6 +62,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-identification": ({"identification": True}, {}),
     # multi-task: 1,000 samples of the other ranking tasks (10 history items each) beside the packed recommend data
     "unimp-multitask": ({"tasks": "recommend,search,rate_explain,select", "max_train_samples": 1000}, {}),
+    # rating: every train interaction also a rating target (packed rating sequences, ratings only), plus 1,000
+    # rate_explain samples (10 history items each) that teach the explanation after the rating
+    "unimp-ratings": ({"tasks": "recommend,rate_explain", "packed_ratings": "ratings", "max_train_samples": 1000}, {}),
     # the image-generation benchmark's training without generate_image (same steps: 3,000 search samples instead of
     # its 1,500 search and 1,500 generate_image ones; 4 history items each; vision tower frozen)
     "unimp-search": ({"tasks": "recommend,search", "max_train_samples": 3000, "task_history_items": 4,

@@ -109,6 +109,13 @@ class DataArguments:
         default=False,
         metadata={"help": "With --packed, also train every sequence in the 'after' layout (content -> id)."},
     )
+    packed_ratings: str = field(
+        default="",
+        metadata={"help": "With --packed, also pack each user's train history as rate_explain chunks: 'ratings' (each "
+                          "item then its rating) or 'explanations' (its rating and explanation). Every train rating "
+                          "is then a target once per epoch, given the user's earlier ratings ('' = off; add "
+                          "rate_explain to --tasks to score it)."},
+    )
     task_history_items: int | None = field(
         default=10,
         metadata={"help": "With --packed, history items per sample of the other tasks (their chunks carry ratings and "
@@ -270,6 +277,9 @@ def training_sequences(processor: UniMPProcessor, data, tasks: list[str], data_a
     if "recommend" in tasks:
         encodings += pack_histories(processor, data["train"], data_args.max_length,
                                     identification=data_args.identification, recent=data_args.packed_recent)
+    if data_args.packed_ratings:
+        encodings += pack_histories(processor, data["train"], data_args.max_length, recent=data_args.packed_recent,
+                                    task="rate_explain", explanations=data_args.packed_ratings == "explanations")
     others = [t for t in tasks if t != "recommend"]
     if others:
         samples = recent_history(select_tasks(data["tasks_train"], others, data_args.max_train_samples),
@@ -321,6 +331,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
     if data_args.generate_contexts not in ("history", "mixed"):
         raise ValueError(f"--generate-contexts must be 'history' or 'mixed', not {data_args.generate_contexts!r}.")
+    if data_args.packed_ratings not in ("", "ratings", "explanations"):
+        raise ValueError(f"--packed-ratings must be '', 'ratings' or 'explanations', not {data_args.packed_ratings!r}.")
+    if data_args.packed_ratings and not data_args.packed:
+        raise ValueError("--packed-ratings needs --packed: its sequences use the packed ('before') rate_explain prompt.")
     if training_args.train_sampling_strategy == "group_by_length" and not data_args.packed:
         raise ValueError("train_sampling_strategy='group_by_length' needs --packed: unpacked task samples are encoded "
                          "batch by batch and have no length to group by (pass --train-sampling-strategy random).")

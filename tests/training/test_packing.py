@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from processing_unimp import UniMPProcessor
+from processing_unimp import TASKS, UniMPProcessor
 from processing_unimp.training.packing import pack_histories, packed_targets, packing_statistics, user_histories
 from processing_unimp.training.trainer import unimp_for_processor
 
@@ -112,6 +112,41 @@ def test_other_tasks_join_the_packed_data_with_their_latest_history_items(shop):
     expected = processor.encode({**search[0], "history": history[-3:-1]})
     assert encodings[-1]["input_ids"] == expected["input_ids"]
 
+
+def test_packed_ratings_make_every_train_rating_a_target_at_the_rate_prompts_position(shop):
+    """Rating sequences: each user's train history as rate_explain chunks; every rating a target once, and the
+    rate_explain prompt ("before" layout) is the prefix of the packed sequence up to the next rating."""
+    from processing_unimp.templates_unimp import RECONSTRUCTION
+
+    processor, splits = shop
+    rated = [{**r, "rating": 1 + (i % 5), "explanation": "warm" if i % 2 else None}
+             for i, r in enumerate(splits["train"])]
+    encodings = pack_histories(processor, rated, 60, task="rate_explain")
+    ratings_only = pack_histories(processor, rated, 60, task="rate_explain", explanations=False)
+    rating_of = dict(zip(processor.rating_token_ids, processor.rating_values))
+    expected = Counter((r["user_id"], float(r["rating"])) for r in rated)
+    for packed in (encodings, ratings_only):
+        counted = Counter()
+        for encoding in packed:
+            assert len(encoding["input_ids"]) <= 60 and encoding["task_id"] == TASKS.index("rate_explain")
+            counted.update((encoding["user_id"], rating_of[label]) for label, kind in
+                           zip(encoding["labels"], encoding["token_kinds"]) if label in rating_of and kind == RECONSTRUCTION)
+        assert counted == expected
+
+    def explanation_tokens(packed):  # supervised tokens that are no rating
+        return sum(label != -100 and label not in rating_of for e in packed for label in e["labels"])
+
+    assert explanation_tokens(encodings) > 0 and explanation_tokens(ratings_only) == 0
+
+    history = user_histories(rated)["u3"]
+    packed = pack_histories(processor, history, 512, task="rate_explain")[0]["input_ids"]
+    prompt = processor.encode({"task": "rate_explain", "history": history[:-1],
+                               "target": {"item_id": history[-1]["item_id"]}})["input_ids"]
+    assert processor.tokenizer.convert_ids_to_tokens(prompt[-1]) == "<answer>"
+    assert packed[: len(prompt)] == prompt
+    assert packed[len(prompt)] == processor.rating_token_ids[processor.rating_values.index(history[-1]["rating"])]
+    with pytest.raises(ValueError, match="identification"):
+        pack_histories(processor, rated, 60, task="rate_explain", identification=True)
 
 
 def test_query_matched_contexts_share_most_query_words_and_never_hold_the_target():

@@ -72,3 +72,17 @@ def test_grouping_by_length_needs_packed_sequences(tmp_path):
     with pytest.raises(ValueError, match="needs --packed.*--train-sampling-strategy random"):
         run_training(ModelArguments(model_preset="tiny"), DataArguments(packed=False), args)
     assert not any(tmp_path.iterdir())  # refused before anything was built or written
+
+
+@pytest.mark.parametrize(("packed", "ratings", "error"), [
+    (True, "yes", "--packed-ratings must be '', 'ratings' or 'explanations'"),
+    (False, "ratings", "--packed-ratings needs --packed"),
+])
+def test_packed_ratings_are_checked_before_anything_is_built(tmp_path, packed, ratings, error):
+    from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training
+    from processing_unimp.training.trainer import UniMPTrainingArguments
+
+    args = UniMPTrainingArguments(output_dir=str(tmp_path), train_sampling_strategy="random", max_steps=1)
+    with pytest.raises(ValueError, match=error):
+        run_training(ModelArguments(model_preset="tiny"), DataArguments(packed=packed, packed_ratings=ratings), args)
+    assert not any(tmp_path.iterdir())
