@@ -65,6 +65,7 @@ heuristic and the oracle.
 
     python examples/data/build_fashion_shop.py [SOURCE_DIR] [--output DIR] [--users N] [--items N] [--seed S]
     python examples/data/build_fashion_shop.py --sweep     # the candidate table above (~30 min, 2 shared cores)
+    python examples/data/build_fashion_shop.py --rating-floor  # how far a rating model can beat the user mean
 
 SOURCE_DIR defaults to ../shared/data next to the repository (it must hold fashion-mnist/). The defaults
 (3,000 users, 3,000 items, seed 0) build the bundled v2; the same arguments give byte-identical files.
@@ -77,6 +78,7 @@ import gzip
 import io
 import itertools
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -89,7 +91,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from processing_unimp.data.builders import run_builder  # noqa: E402
+from processing_unimp.data.builders import load_unimp_dataset, run_builder  # noqa: E402
 from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
 
 CLASSES = ("T-shirt", "Trousers", "Pullover", "Dress", "Coat", "Sandals", "Shirt", "Sneakers", "Bag", "Ankle boots")
@@ -239,6 +241,22 @@ V1 = PreferenceModel(noise=1.0)
 V2 = PreferenceModel(noise=NOISE_V2)
 
 
+RATING_CENTRE, RATING_NOISE = 2.9, 0.6  # rating = clip(round(centre + affinity + N(0, noise)), 1, 5)
+
+
+def rating_affinity(style_taste: np.ndarray, tone_taste: np.ndarray, style: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """One user's rating affinity for every item: style- and tone-taste log-weights, standardised over the items."""
+    affinity = 1.5 * np.log(style_taste[style] + 1e-3) + 0.7 * np.log(tone_taste[tone] + 1e-3)
+    return (affinity - affinity.mean()) / (affinity.std() + 1e-6)
+
+
+def expected_rating(affinity: np.ndarray) -> np.ndarray:
+    """E[clip(round(centre + affinity + N(0, noise)), 1, 5)]: the best guess of a rating, knowing the affinity."""
+    cdf = np.vectorize(lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2))))
+    edges = [cdf((k + 0.5 - RATING_CENTRE - affinity) / RATING_NOISE) for k in range(1, 5)]  # P(rating <= k)
+    return 5.0 - sum(edges)  # E[r] = 5 - sum_{k<5} P(r <= k)
+
+
 def make_users(items: pd.DataFrame, truth: dict[str, np.ndarray], num_users: int, rng: np.random.Generator,
                model: PreferenceModel = V2) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Interactions of `num_users` users drawn from the preference model in the module docstring.
@@ -261,8 +279,7 @@ def make_users(items: pd.DataFrame, truth: dict[str, np.ndarray], num_users: int
         tone_tastes[u], style_tastes[u] = tone_taste, style_taste
         static = (model.tone_weight * np.log(tone_taste[tone] + 1e-3) + model.style_weight * np.log(style_taste[style] + 1e-3)
                   + model.popularity_weight * popularity)
-        affinity = 1.5 * np.log(style_taste[style] + 1e-3) + 0.7 * np.log(tone_taste[tone] + 1e-3)
-        affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-6)
+        affinity = rating_affinity(style_taste, tone_taste, style, tone)
         seen = np.zeros(len(items), dtype=bool)
         clock, previous = start + int(rng.integers(0, 180 * 86400)), None
         for _ in range(min(40, 10 + int(rng.poisson(12)))):
@@ -280,7 +297,7 @@ def make_users(items: pd.DataFrame, truth: dict[str, np.ndarray], num_users: int
             users.append(u)
             seen[choice], previous = True, choice
             clock += int(rng.exponential(3 * 86400)) + 60
-            rating = int(np.clip(np.round(2.9 + affinity[choice] + rng.normal(0, 0.6)), 1, 5))
+            rating = int(np.clip(np.round(RATING_CENTRE + affinity[choice] + rng.normal(0, RATING_NOISE)), 1, 5))
             explanation = explain(rating, label[choice], tone[choice], fit[choice], tone_taste, rng)
             rows.append({
                 "user_id": f"u{u:04d}", "item_id": item_ids[choice], "timestamp": clock, "rating": float(rating),
@@ -570,6 +587,31 @@ def sweep(source: Path, *, num_users: int, num_items: int, seed: int) -> str:
     return "\n".join(lines)
 
 
+def rating_floor(source: Path, folder: Path, *, num_users: int, num_items: int, seed: int,
+                 history_items: tuple[int, ...] = (10, 0)) -> dict[str, dict[str, float]]:
+    """Test rating RMSE and MAE of the rating oracle, which knows each user's hidden affinity for the target
+    (`expected_rating`), and of the user mean over the sample's latest `history_items` ratings (0: all of them):
+    how far a model can beat the user mean at best. `folder` is the dataset built with these arguments."""
+    items, truth, _, hidden = generate(source, num_users=num_users, num_items=num_items, seed=seed, model=V2)
+    row = {item_id: i for i, item_id in enumerate(items["item_id"])}
+    samples = [s for s in load_unimp_dataset(folder)["tasks_test"] if s["task"] == "rate_explain"]
+    ratings = np.array([s["target"]["rating"] for s in samples], dtype=float)
+
+    def errors(predicted: np.ndarray) -> dict[str, float]:
+        return {"RMSE": float(np.sqrt(np.mean((predicted - ratings) ** 2))),
+                "MAE": float(np.mean(np.abs(predicted - ratings))), "ratings": len(ratings)}
+
+    users = {int(s["user_id"][1:]) for s in samples}
+    affinity = {u: rating_affinity(hidden["style_taste"][u], hidden["tone_taste"][u], truth["style"], truth["tone"])
+                for u in users}
+    oracle = [affinity[int(s["user_id"][1:])][row[s["target"]["item_id"]]] for s in samples]
+    rows = {"oracle (hidden affinity)": errors(expected_rating(np.array(oracle)))}
+    for count in history_items:
+        means = np.array([np.mean([h["rating"] for h in s["history"][-count:]]) for s in samples])
+        rows[f"user mean ({count or 'all'} history ratings)"] = errors(means)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: build into examples/data/fashion-shop by default; `--sweep` prints the candidate table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -579,7 +621,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="print the noise-candidate table instead of building")
+    parser.add_argument("--rating-floor", action="store_true",
+                        help="print the rating oracle's and the user mean's test RMSE on the built --output folder")
     args = parser.parse_args(argv)
+    if args.rating_floor:
+        rows = rating_floor(args.source, args.output, num_users=args.users, num_items=args.items, seed=args.seed)
+        for label, row in rows.items():
+            print(f"{label}: RMSE {row['RMSE']:.4f}, MAE {row['MAE']:.4f} ({row['ratings']} test ratings)")
+        return
     if args.sweep:
         print(sweep(args.source, num_users=args.users, num_items=args.items, seed=args.seed))
         return

@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from processing_unimp.data.builders import BUNDLED_DATASETS, bundled_dataset_path, load_unimp_dataset
@@ -73,3 +74,21 @@ def test_fashion_shop_generator_is_deterministic(tmp_path):
     digest = {out: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / out).rglob("*")) if p.is_file()}
               for out in ("a", "b")}
     assert digest["a"] == digest["b"]
+
+
+def test_expected_rating_is_the_mean_of_the_generators_ratings():
+    module = _script("build_fashion_shop")
+    rng = np.random.default_rng(0)
+    for affinity in (-2.0, -0.5, 0.0, 0.7, 2.5):
+        draws = np.clip(np.round(module.RATING_CENTRE + affinity + rng.normal(0, module.RATING_NOISE, 200_000)), 1, 5)
+        assert module.expected_rating(np.array([affinity]))[0] == pytest.approx(draws.mean(), abs=0.01)
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data/fashion-mnist")
+def test_rating_oracle_beats_the_user_mean_on_a_small_build(tmp_path):
+    module = _script("build_fashion_shop")
+    module.build(SHARED, tmp_path, num_users=300, num_items=300, seed=3)
+    rows = module.rating_floor(SHARED, tmp_path, num_users=300, num_items=300, seed=3)
+    users = load_unimp_dataset(tmp_path)["test"].num_rows
+    assert {row["ratings"] for row in rows.values()} == {users}
+    assert rows["oracle (hidden affinity)"]["RMSE"] < rows["user mean (all history ratings)"]["RMSE"]
