@@ -37,7 +37,7 @@ from .evaluation import (
 from .metrics import ranking_by_frequency, ranking_metrics
 from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
 from .recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
-from .task_baselines import task_baselines
+from .task_baselines import task_baselines, user_mean_ratings
 from .trainer import UniMPTrainingArguments
 
 # The base run (`unimp_arguments`) is the packed next-item recipe: every train interaction a target once per epoch,
@@ -79,6 +79,9 @@ OTHER_TASKS = {  # UniMP's metrics key -> (its trivial baseline's row, the metri
 HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
 
+SEEDED_BASELINES = ("sasrec",)  # the baselines whose fit depends on the seed (the others are deterministic)
+
+
 def baseline_models(data, split: LeaveOneOut, sasrec_epochs: int = 300, seed: int = 0) -> dict[str, Any]:
     """The baselines of the benchmark, unfitted, for `split`'s catalogue: content rows only where the items have
     the content (fashion-shop: text, images, both; movielens-small: text)."""
@@ -105,7 +108,7 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
                   seed: int = 0) -> dict[str, dict]:
     """Fit every baseline on the train split (SASRec early-stopped on all validation users) and score it once on
     test under the protocol; each row carries its train seconds (SASRec: epochs and seconds per epoch too) and its
-    test NDCG@10 by the target item's train frequency."""
+    test NDCG@10 by the target item's train frequency. Rows of `SEEDED_BASELINES` are named with `seed`."""
     rows = {}
     train = list(split.train.values())
     counts = target_train_counts(data, split.samples("test"))
@@ -117,13 +120,13 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
             model.fit(train)
         seconds = time.perf_counter() - start
         ranks = scorer_ranks(model, split, "test", exclude_seen)
-        rows[name] = {**ranking_metrics(ranks), "train_seconds": seconds,
-                      "by_target_frequency": ranking_by_frequency(ranks, counts)}
+        row = rows[row_name(name, seed) if name in SEEDED_BASELINES else name] = {
+            **ranking_metrics(ranks), "train_seconds": seconds, "by_target_frequency": ranking_by_frequency(ranks, counts)}
         if isinstance(model, SASRecRecommender):
             best = max(model.history, key=lambda r: r["validation"])
-            rows[name].update({"epochs": len(model.history), "best_epoch": best["epoch"],
-                               "validation_NDCG@10": best["validation"],
-                               "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
+            row.update({"epochs": len(model.history), "best_epoch": best["epoch"],
+                        "validation_NDCG@10": best["validation"],
+                        "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
     return rows
 
 
@@ -203,7 +206,8 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
     if "search" in samples:
         metrics["search"] = evaluate_ranking(model, processor, samples["search"])
     if "rate_explain" in samples:
-        metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"])
+        metrics["rating"] = evaluate_rating(model, processor, samples["rate_explain"],
+                                            reference=user_mean_ratings(samples["rate_explain"], data["train"]))
         if any(s["target"].get("explanation") for s in samples["rate_explain"]):
             metrics["explanation"] = evaluate_explanations(model, processor, samples["rate_explain"][:50])
     if "select" in samples:
@@ -285,23 +289,28 @@ def budget_text(epochs: float, max_steps: int) -> str:
     return f"{max_steps} steps" if max_steps > 0 else f"{epochs:g} epochs (packed recommend)"
 
 
-def row_name(variant: str, seed: int) -> str:
-    """A UniMP row's name in `benchmark.json`: the variant, with its seed unless it is 0."""
-    return variant if seed == 0 else f"{variant} (seed {seed})"
+def row_name(model: str, seed: int) -> str:
+    """A seeded row's name in `benchmark.json` (a UniMP variant or a `SEEDED_BASELINES` one): with its seed unless 0."""
+    return model if seed == 0 else f"{model} (seed {seed})"
+
+
+def model_of(row: str) -> str:
+    """The model a row name stands for: the name without its seed."""
+    return row.split(" (seed ")[0]
 
 
 def variant_of(row: str) -> str | None:
     """The UniMP variant a row name (`row_name`) stands for, or None for a baseline or reference row."""
-    variant = row.split(" (seed ")[0]
-    return variant if variant in VARIANTS else None
+    return model_of(row) if model_of(row) in VARIANTS else None
 
 
 def seed_summary(models: dict[str, dict], metric: str = "NDCG@10") -> dict[str, tuple[float, float, int]]:
-    """`variant -> (mean, sample std, runs)` of `metric` over the seeds of every variant run with several seeds."""
+    """`model -> (mean, sample std, runs)` of `metric` over the seeds of every model (UniMP variant or seeded
+    baseline) run with several seeds."""
     runs: dict[str, list[float]] = {}
     for name, metrics in models.items():
-        if variant_of(name) and metric in metrics:
-            runs.setdefault(variant_of(name), []).append(metrics[metric])
+        if metric in metrics:
+            runs.setdefault(model_of(name), []).append(metrics[metric])
     summary = {}
     for variant, values in runs.items():
         if len(values) > 1:
@@ -357,7 +366,7 @@ def markdown(results: dict) -> str:
         lines += _other_tasks_table(block["models"])
         summary = seed_summary(block["models"])
         if summary:
-            lines += ["| UniMP variant | test NDCG@10, mean ± std over seeds | seeds |", "|---|---|---|",
+            lines += ["| model | test NDCG@10, mean ± std over seeds | seeds |", "|---|---|---|",
                       *[f"| {v} | {m:.4f} ± {sd:.4f} | {n} |" for v, (m, sd, n) in summary.items()], ""]
     if "image_generation" in results:
         lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",

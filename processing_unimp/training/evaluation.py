@@ -16,7 +16,14 @@ from tqdm.auto import tqdm
 
 from ..ranking_unimp import token_scores
 from ..schema_unimp import item_id_of
-from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
+from .metrics import (
+    paired_rmse_difference,
+    ranking_metrics,
+    rating_metrics,
+    selection_metrics,
+    target_ranks,
+    text_metrics,
+)
 from .protocol import seen_mask
 
 
@@ -115,10 +122,11 @@ def evaluate_ranking(
     return ranking_metrics(ranking_ranks(model, processor, samples, batch_size, exclude_seen, accelerator))
 
 
-def evaluate_rating(
+def rating_predictions(
     model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 32, accelerator=None
-) -> dict[str, float]:
-    """RMSE/MAE of the expected rating (softmax over rating tokens) and of the most likely rating."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample (in `samples` order): the expected rating (softmax over rating tokens), the most likely one, and
+    the true one."""
     model.eval()
     values = torch.tensor(processor.rating_values)
     records: list[tuple[float, float, float]] = []
@@ -131,7 +139,21 @@ def evaluate_rating(
         truth = [float(s["target"]["rating"]) for s in batch]
         records += list(zip(expected.tolist(), most_likely.tolist(), truth))
     expected, most_likely, truth = torch.tensor(_gather(records, accelerator)).T
-    return {**rating_metrics(expected, truth, "expected_"), **rating_metrics(most_likely, truth, "argmax_")}
+    return expected, most_likely, truth
+
+
+def evaluate_rating(
+    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 32, accelerator=None,
+    reference: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """RMSE/MAE of the expected rating (softmax over rating tokens) and of the most likely rating; with `reference`
+    (another predictor's rating per sample, e.g. the user mean), also `vs_reference`: the expected rating's RMSE
+    minus the reference's, paired, with its bootstrap standard error (is the gap beyond the noise?)."""
+    expected, most_likely, truth = rating_predictions(model, processor, samples, batch_size, accelerator)
+    metrics = {**rating_metrics(expected, truth, "expected_"), **rating_metrics(most_likely, truth, "argmax_")}
+    if reference is not None:
+        metrics["vs_reference"] = paired_rmse_difference(expected, reference, truth)
+    return metrics
 
 
 def evaluate_explanations(
@@ -170,5 +192,13 @@ def evaluate_selection(
     return selection_metrics([set(p) for p, _ in records], [set(g) for _, g in records])
 
 
-__all__ = ["prompt_inputs", "answer_logits", "evaluate_explanations", "evaluate_ranking", "evaluate_rating",
-           "evaluate_selection", "ranking_ranks"]
+__all__ = [
+    "answer_logits",
+    "evaluate_explanations",
+    "evaluate_ranking",
+    "evaluate_rating",
+    "evaluate_selection",
+    "prompt_inputs",
+    "ranking_ranks",
+    "rating_predictions",
+]

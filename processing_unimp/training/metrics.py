@@ -78,6 +78,20 @@ def rating_metrics(predicted: torch.Tensor, truth: torch.Tensor, prefix: str = "
     return {f"{prefix}RMSE": error.pow(2).mean().sqrt().item(), f"{prefix}MAE": error.abs().mean().item()}
 
 
+def paired_rmse_difference(predicted: torch.Tensor, reference: torch.Tensor, truth: torch.Tensor,
+                           draws: int = 2000, seed: int = 0) -> dict[str, float]:
+    """RMSE(predicted) - RMSE(reference) on the same samples, with the bootstrap standard error and 95 % interval of
+    that difference (samples resampled in pairs, so the noise both predictors share cancels)."""
+    first = (predicted.double() - truth.double()).pow(2)
+    second = (reference.double() - truth.double()).pow(2)
+    rows = torch.randint(len(truth), (draws, len(truth)), generator=torch.Generator().manual_seed(seed))
+    resampled = first[rows].mean(1).sqrt() - second[rows].mean(1).sqrt()
+    return {"RMSE": first.mean().sqrt().item(), "reference_RMSE": second.mean().sqrt().item(),
+            "RMSE_difference": (first.mean().sqrt() - second.mean().sqrt()).item(),
+            "RMSE_difference_se": resampled.std().item(), "RMSE_difference_low": resampled.quantile(0.025).item(),
+            "RMSE_difference_high": resampled.quantile(0.975).item(), "samples": len(truth)}
+
+
 def text_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU-1/BLEU-4 (sacrebleu, its default 13a tokenisation, as papers report it) and mean ROUGE-1/2/L F1
     (rouge-score, with stemming), on a 0-1 scale; one reference per hypothesis."""
@@ -109,9 +123,10 @@ def selection_metrics(predicted: Sequence[set], gold: Sequence[set]) -> dict[str
 __all__ = [
     "CUTOFFS",
     "FREQUENCY_EDGES",
-    "rating_metrics",
+    "paired_rmse_difference",
     "ranking_by_frequency",
     "ranking_metrics",
+    "rating_metrics",
     "selection_metrics",
     "target_ranks",
     "text_metrics",

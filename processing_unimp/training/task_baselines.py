@@ -27,16 +27,21 @@ def _words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
-def _user_mean_rating(samples: Sequence[Mapping[str, Any]], train) -> dict[str, float]:
-    """RMSE/MAE of predicting each target's rating as the mean of the sample's history ratings (else the train mean)."""
+def user_mean_ratings(samples: Sequence[Mapping[str, Any]], train) -> torch.Tensor:
+    """Each sample's target rating predicted as the mean of its history's ratings (else the train split's mean)."""
     train_ratings = [r for r in train["rating"] if r is not None]
     global_mean = sum(train_ratings) / len(train_ratings)
     predicted = []
     for sample in samples:
         ratings = [h["rating"] for h in sample["history"] if h.get("rating") is not None]
         predicted.append(sum(ratings) / len(ratings) if ratings else global_mean)
+    return torch.tensor(predicted)
+
+
+def _user_mean_rating(samples: Sequence[Mapping[str, Any]], train) -> dict[str, float]:
+    """RMSE/MAE of `user_mean_ratings`."""
     truth = [float(s["target"]["rating"]) for s in samples]
-    return rating_metrics(torch.tensor(predicted), torch.tensor(truth), "expected_")
+    return rating_metrics(user_mean_ratings(samples, train), torch.tensor(truth), "expected_")
 
 
 def _random_selection(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[str, float]:
@@ -95,4 +100,4 @@ def task_baselines(data, samples: dict[str, list[dict]], seed: int = 0) -> dict[
     return rows
 
 
-__all__ = ["task_baselines"]
+__all__ = ["task_baselines", "user_mean_ratings"]

@@ -1,5 +1,8 @@
 """The benchmark's reference rows and tables."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from processing_unimp.training.benchmark import markdown, reference_rows
@@ -33,12 +36,15 @@ def test_seed_rows_are_summarised_as_mean_and_std(tmp_path):
     from processing_unimp.training.benchmark import plot, row_name, seed_summary
 
     models = {row_name("unimp", seed): {"NDCG@10": value} for seed, value in enumerate([0.10, 0.12, 0.14])}
-    models.update({"unimp-no-images": {"NDCG@10": 0.05}, "sasrec": {"NDCG@10": 0.2}})
+    models.update({"unimp-no-images": {"NDCG@10": 0.05}, "sasrec": {"NDCG@10": 0.2},
+                   row_name("sasrec", 1): {"NDCG@10": 0.18}, "popularity": {"NDCG@10": 0.01}})
     assert list(models)[:2] == ["unimp", "unimp (seed 1)"]
-    (mean, std, runs), = seed_summary(models).values()
+    summary = seed_summary(models)
+    assert set(summary) == {"unimp", "sasrec"}  # single runs have no spread to report
+    mean, std, runs = summary["unimp"]
     assert runs == 3 and abs(mean - 0.12) < 1e-9 and abs(std - 0.02) < 1e-9
     table = markdown({"datasets": {"d": {"protocol": "p", "models": models}}})
-    assert "| unimp | 0.1200 ± 0.0200 | 3 |" in table
+    assert "| unimp | 0.1200 ± 0.0200 | 3 |" in table and "| sasrec | 0.1900 ± 0.0141 | 2 |" in table
     plot({"datasets": {"d": {"models": models}}}, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -95,3 +101,39 @@ def test_only_recommend_only_runs_batch_by_length(tmp_path):
     assert sampling("unimp") == sampling("unimp-no-images") == "group_by_length"
     assert sampling("unimp-multitask") == sampling("unimp", tasks="recommend,search") == "random"
     assert sampling("unimp-random-order") == "random"
+
+
+def test_seeded_baselines_are_named_by_their_seed():
+    """`--baselines-only --seed 1` adds SASRec's seed-1 row beside seed 0's; the deterministic baselines keep their
+    one row."""
+    from processing_unimp.data.builders import load_unimp_dataset
+    from processing_unimp.training.benchmark import run_baselines
+    from processing_unimp.training.protocol import LeaveOneOut
+
+    data = load_unimp_dataset("movielens-small")
+    rows = run_baselines(data, LeaveOneOut.from_dataset(data), sasrec_epochs=1, seed=1)
+    assert set(rows) == {"popularity", "itemknn", "content-text", "sasrec (seed 1)"}
+    assert rows["sasrec (seed 1)"]["epochs"] == 1 and 0 <= rows["sasrec (seed 1)"]["NDCG@10"] <= 1
+
+
+def test_rating_is_compared_with_the_user_mean_on_the_same_samples(tmp_path):
+    """A rate_explain run reports its expected rating's RMSE against the user mean's, paired, in the benchmark row
+    and from `examples/evaluate_rating.py` on the saved folder (on as many test users as asked)."""
+    import json
+    import subprocess
+    import sys
+
+    from processing_unimp.training.benchmark import run_unimp
+
+    metrics, *_ = run_unimp("movielens-small", "unimp-ratings", tmp_path, "tiny", epochs=1, eval_users=8,
+                            test_users=8, task_users=12, max_steps=2)
+    paired = metrics["rating"]["vs_reference"]
+    assert paired["samples"] == 12 and paired["RMSE"] == pytest.approx(metrics["rating"]["expected_RMSE"])
+    assert paired["reference_RMSE"] == pytest.approx(metrics["task_baselines"]["rating: user mean"]["expected_RMSE"])
+    script = Path(__file__).resolve().parents[2] / "examples" / "evaluate_rating.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "unimp-ratings"), "--dataset", "movielens-small",
+                             "--users", "12", "--output", str(tmp_path / "rating.json")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "rating.json").read_text())
+    assert written["rating"]["vs_reference"] == pytest.approx(paired)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from processing_unimp.training.metrics import (
+    paired_rmse_difference,
     ranking_by_frequency,
     ranking_metrics,
     rating_metrics,
@@ -72,3 +73,14 @@ def test_ranking_by_frequency_buckets_targets_by_their_train_interactions():
     assert math.isclose(buckets[">50"]["HR@10"], 1.0)
     with pytest.raises(ValueError, match="4 target counts for 5 ranks"):
         ranking_by_frequency(ranks, [1, 2, 3, 4])
+
+
+def test_paired_rmse_difference_is_the_gap_with_its_bootstrap_noise():
+    truth = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0] * 40)
+    same = paired_rmse_difference(truth + 1, truth + 1, truth)
+    assert same["RMSE_difference"] == 0 and same["RMSE_difference_se"] == 0 and same["samples"] == 200
+    better = paired_rmse_difference(truth + 0.5, truth + torch.tensor([1.0, -1.0]).repeat(100), truth)
+    assert better["RMSE"] == pytest.approx(0.5) and better["reference_RMSE"] == pytest.approx(1.0)
+    assert better["RMSE_difference"] == pytest.approx(-0.5) and better["RMSE_difference_high"] < 0
+    noisy = paired_rmse_difference(truth + torch.randn(200, generator=torch.Generator().manual_seed(0)), truth + 1, truth)
+    assert noisy["RMSE_difference_se"] > 0 and noisy["RMSE_difference_low"] < noisy["RMSE_difference_high"]
