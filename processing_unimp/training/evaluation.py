@@ -125,8 +125,8 @@ def evaluate_ranking(
 def rating_predictions(
     model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 32, accelerator=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per sample (in `samples` order): the expected rating (softmax over rating tokens), the most likely one, and
-    the true one."""
+    """Per sample: the expected rating (softmax over rating tokens), the most likely one, and the true one; in
+    `samples` order on one process (gathered from several, the shards follow each other)."""
     model.eval()
     values = torch.tensor(processor.rating_values)
     records: list[tuple[float, float, float]] = []
@@ -149,6 +149,8 @@ def evaluate_rating(
     """RMSE/MAE of the expected rating (softmax over rating tokens) and of the most likely rating; with `reference`
     (another predictor's rating per sample, e.g. the user mean), also `vs_reference`: the expected rating's RMSE
     minus the reference's, paired, with its bootstrap standard error (is the gap beyond the noise?)."""
+    if reference is not None and accelerator is not None and accelerator.num_processes > 1:
+        raise ValueError("evaluate_rating's `reference` pairs ratings with samples in order: run it on one process.")
     expected, most_likely, truth = rating_predictions(model, processor, samples, batch_size, accelerator)
     metrics = {**rating_metrics(expected, truth, "expected_"), **rating_metrics(most_likely, truth, "argmax_")}
     if reference is not None:
