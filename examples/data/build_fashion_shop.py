@@ -86,6 +86,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,9 @@ sys.path.insert(0, str(REPO))
 
 from processing_unimp.data.builders import load_unimp_dataset, run_builder  # noqa: E402
 from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
+from processing_unimp.training.metrics import rating_metrics  # noqa: E402
+from processing_unimp.training.recipe import recent_history  # noqa: E402
+from processing_unimp.training.task_baselines import user_mean_ratings  # noqa: E402
 
 CLASSES = ("T-shirt", "Trousers", "Pullover", "Dress", "Coat", "Sandals", "Shirt", "Sneakers", "Bag", "Ankle boots")
 DEPARTMENTS = ("Tops", "Bottoms", "Tops", "Dresses", "Outerwear", "Shoes", "Tops", "Shoes", "Bags", "Shoes")
@@ -594,20 +598,20 @@ def rating_floor(source: Path, folder: Path, *, num_users: int, num_items: int, 
     how far a model can beat the user mean at best. `folder` is the dataset built with these arguments."""
     items, truth, _, hidden = generate(source, num_users=num_users, num_items=num_items, seed=seed, model=V2)
     row = {item_id: i for i, item_id in enumerate(items["item_id"])}
-    samples = [s for s in load_unimp_dataset(folder)["tasks_test"] if s["task"] == "rate_explain"]
-    ratings = np.array([s["target"]["rating"] for s in samples], dtype=float)
+    data = load_unimp_dataset(folder)
+    samples = [s for s in data["tasks_test"] if s["task"] == "rate_explain"]
+    ratings = torch.tensor([float(s["target"]["rating"]) for s in samples])
 
-    def errors(predicted: np.ndarray) -> dict[str, float]:
-        return {"RMSE": float(np.sqrt(np.mean((predicted - ratings) ** 2))),
-                "MAE": float(np.mean(np.abs(predicted - ratings))), "ratings": len(ratings)}
+    def errors(predicted: torch.Tensor) -> dict[str, float]:
+        return {**rating_metrics(predicted, ratings), "ratings": len(ratings)}
 
     users = {int(s["user_id"][1:]) for s in samples}
     affinity = {u: rating_affinity(hidden["style_taste"][u], hidden["tone_taste"][u], truth["style"], truth["tone"])
                 for u in users}
     oracle = [affinity[int(s["user_id"][1:])][row[s["target"]["item_id"]]] for s in samples]
-    rows = {"oracle (hidden affinity)": errors(expected_rating(np.array(oracle)))}
+    rows = {"oracle (hidden affinity)": errors(torch.from_numpy(expected_rating(np.array(oracle))))}
     for count in history_items:
-        means = np.array([np.mean([h["rating"] for h in s["history"][-count:]]) for s in samples])
+        means = user_mean_ratings(recent_history(samples, count or None), data["train"])
         rows[f"user mean ({count or 'all'} history ratings)"] = errors(means)
     return rows
 
