@@ -145,6 +145,8 @@ class UniMPConfig(PreTrainedConfig):
         base_vocab_size: vocabulary size of the language model before UniMP's tokens were added.
         embedding_dropout: dropout on the input token embeddings while training (SASRec's regulariser: item rows
             seen a few dozen times overfit without it); 0 turns it off.
+        hidden_dropout: dropout on each decoder layer's residual update while training (SASRec's hidden dropout;
+            the text config's own `attention_dropout` drops attention probabilities); 0 turns it off.
     """
 
     model_type = "unimp"
@@ -179,6 +181,7 @@ class UniMPConfig(PreTrainedConfig):
     base_vocab_size: int | None = None
     initializer_range: float = 0.02
     embedding_dropout: float = 0.0
+    hidden_dropout: float = 0.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -193,8 +196,9 @@ class UniMPConfig(PreTrainedConfig):
                 f"text_config.model_type={self.text_config.model_type!r} is an unsupported text family; "
                 f"UniMP takes one of {SUPPORTED_TEXT_MODEL_TYPES}."
             )
-        if not 0.0 <= self.embedding_dropout < 1.0:
-            raise ValueError(f"embedding_dropout must be in [0, 1), got {self.embedding_dropout}.")
+        for name in ("embedding_dropout", "hidden_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.cross_attention_every_n_layers < 1:
             raise ValueError(f"cross_attention_every_n_layers must be >= 1, got {self.cross_attention_every_n_layers}.")
         if self.base_vocab_size is None:

@@ -207,13 +207,17 @@ class UniMPDecoderLayer(nn.Module):
     """One decoder layer of the wrapped LM, optionally preceded by a gated cross-attention block.
 
     The LM passes unknown keyword arguments from its `forward` down to each layer; this wrapper takes the media
-    arguments out of them, so nothing is stored on modules between calls.
+    arguments out of them, so nothing is stored on modules between calls. While training, `hidden_dropout` drops
+    entries of the layer's whole residual update (cross-attention, self-attention and feed-forward), the hidden
+    dropout of SASRec's blocks, which Llama-family layers lack.
     """
 
-    def __init__(self, decoder_layer: nn.Module, gated_cross_attention: UniMPGatedCrossAttentionBlock | None):
+    def __init__(self, decoder_layer: nn.Module, gated_cross_attention: UniMPGatedCrossAttentionBlock | None,
+                 hidden_dropout: float = 0.0):
         super().__init__()
         self.gated_cross_attention = gated_cross_attention
         self.decoder_layer = decoder_layer
+        self.hidden_dropout = hidden_dropout
 
     def forward(
         self,
@@ -223,9 +227,16 @@ class UniMPDecoderLayer(nn.Module):
         media_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ):
+        residual = hidden_states
         if self.gated_cross_attention is not None:
             hidden_states = self.gated_cross_attention(hidden_states, media_latents, media_attention_mask)
-        return self.decoder_layer(hidden_states, *args, **kwargs)
+        outputs = self.decoder_layer(hidden_states, *args, **kwargs)
+        if not (self.training and self.hidden_dropout):
+            return outputs
+        # Some families return (hidden_states, ...) tuples, others the tensor alone.
+        hidden_states = outputs[0] if isinstance(outputs, tuple) else outputs
+        hidden_states = residual + nn.functional.dropout(hidden_states - residual, self.hidden_dropout)
+        return (hidden_states, *outputs[1:]) if isinstance(outputs, tuple) else hidden_states
 
 
 def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) -> PreTrainedModel:
@@ -239,7 +250,7 @@ def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) ->
         # Flamingo places a block before layers n-1, 2n-1, ...: with n=2, before every 2nd layer.
         has_block = (index + 1) % every == 0
         block = UniMPGatedCrossAttentionBlock(config, language_model.config) if has_block else None
-        layers[index] = UniMPDecoderLayer(layer, block)
+        layers[index] = UniMPDecoderLayer(layer, block, config.hidden_dropout)
     _retarget_parallel_plans(language_model, DECODER_LAYERS_PATH[model_type])
     return language_model
 

@@ -385,17 +385,19 @@ def test_bad_inputs_raise_clear_errors():
         UniMPConfig.from_preset("huge")
 
 
-def test_embedding_dropout_acts_only_while_training():
-    model = tiny_model(embedding_dropout=0.5)
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("switch", ["embedding_dropout", "hidden_dropout"])
+def test_dropout_acts_only_while_training(switch, family):
+    model = tiny_model(family, **{switch: 0.5})
     ids = torch.tensor([history(2)])
     pixels = torch.randn(1, 2, 3, 16, 16)
     with torch.no_grad():
-        reference = tiny_model()(input_ids=ids, pixel_values=pixels).logits
+        reference = tiny_model(family)(input_ids=ids, pixel_values=pixels).logits
         torch.testing.assert_close(model(input_ids=ids, pixel_values=pixels).logits, reference)  # eval: no dropout
         model.train()
         torch.manual_seed(1)
         first = model(input_ids=ids, pixel_values=pixels).logits
         second = model(input_ids=ids, pixel_values=pixels).logits
     assert not torch.allclose(first, reference) and not torch.allclose(first, second)
-    with pytest.raises(ValueError, match="embedding_dropout must be in"):
-        tiny_config(embedding_dropout=1.0)
+    with pytest.raises(ValueError, match=f"{switch} must be in"):
+        tiny_config(**{switch: 1.0})

@@ -57,6 +57,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-gamma0": ({}, {"gamma": 0.0}),
     # SASRec's regulariser at RecBole's rate: half of every input-embedding entry dropped while training
     "unimp-dropout": ({"embedding_dropout": 0.5}, {}),
+    # SASRec's whole dropout set: embeddings, every layer's residual update and the attention probabilities
+    "unimp-sasrec-dropout": ({"embedding_dropout": 0.5, "hidden_dropout": 0.5, "attention_dropout": 0.5}, {}),
+    "unimp-layer-dropout": ({"hidden_dropout": 0.1, "attention_dropout": 0.1}, {}),
+    # item rows also started from the train interactions (a truncated SVD of the user x item matrix)
+    "unimp-collaborative": ({"item_init_interaction_weight": 1.0}, {}),
     # the paper's context reconstruction (identify each history item from its content) as a second objective: every
     # sequence also in the "after" layout, so an epoch costs twice the steps
     "unimp-identification": ({"identification": True}, {}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,9 +73,23 @@ class ModelArguments:
         metadata={"help": "Weight of a seeded random part in each item token's start: keeps items with identical "
                           "text apart (fashion-shop: 90 distinct titles for 2,305 items)."},
     )
+    item_init_interaction_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the item's factor in a truncated SVD of the train (user x item) matrix in its "
+                          "token's start (a collaborative start; 0 = content only)."},
+    )
     embedding_dropout: float | None = field(
         default=None,
         metadata={"help": "Dropout on the input token embeddings while training (default: the model's, 0 for a preset)."},
+    )
+    hidden_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on each decoder layer's residual update while training (SASRec's hidden dropout; "
+                          "from-scratch presets only)."},
+    )
+    attention_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the LM's attention probabilities while training (from-scratch presets only)."},
     )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
@@ -184,9 +199,15 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
     )
 
 
-def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None):
-    """A saved model, or a new preset sized for the processor with its new token rows started from content."""
+def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None,
+                interactions: Iterable[tuple[str, str]] = ()):
+    """A saved model, or a new preset sized for the processor with its new token rows started from content (and,
+    with `--item-init-interaction-weight`, from the train `(user_id, item_id)` pairs in `interactions`)."""
     answer_media = model_args.answer_media or ("own_chunk" if processor.history_ids == "before" else "all_images")
+    from_scratch = not (model_args.model_name_or_path or model_args.text_model)
+    if not from_scratch and (model_args.hidden_dropout or model_args.attention_dropout):
+        raise ValueError("--hidden-dropout and --attention-dropout shape a from-scratch preset; a saved or pretrained "
+                         "model keeps its own.")
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     elif model_args.text_model:
@@ -202,15 +223,18 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         frozen = {} if model_args.freeze_vision_tower is None else {"freeze_vision_tower": model_args.freeze_vision_tower}
         model = unimp_for_processor(
             model_args.model_preset, processor, answer_media=answer_media,
-            text_conditioned_queries=model_args.text_conditioned_queries, **frozen,
+            text_conditioned_queries=model_args.text_conditioned_queries, hidden_dropout=model_args.hidden_dropout,
+            text_config={"attention_dropout": model_args.attention_dropout}, **frozen,
         )
     if model_args.embedding_dropout is not None:
         model.config.embedding_dropout = model_args.embedding_dropout
     if not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
-        if fields or model_args.item_init_image_weight or model_args.item_init_noise:
+        if (fields or model_args.item_init_image_weight or model_args.item_init_noise
+                or model_args.item_init_interaction_weight):
             init_item_tokens_from_content(model, processor, fields, model_args.item_init_image_weight,
-                                          model_args.item_init_noise)
+                                          model_args.item_init_noise, interactions=interactions,
+                                          interaction_weight=model_args.item_init_interaction_weight)
         if image_tokenizer is not None:
             init_image_code_tokens(model, processor, image_tokenizer)
     if model_args.lora:
@@ -342,7 +366,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     data = load_unimp_dataset(data_args.dataset)
     image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
     processor = build_processor(model_args, data_args, data, image_tokenizer)
-    model = build_model(model_args, processor, image_tokenizer)
+    model = build_model(model_args, processor, image_tokenizer, zip(data["train"]["user_id"], data["train"]["item_id"]))
     tasks = [t for t in data_args.tasks.split(",") if t]
     collator = processor
     eval_dataset = select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples)

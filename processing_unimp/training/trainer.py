@@ -8,7 +8,7 @@ the whole accumulated batch (`num_items_in_batch`), so gradient accumulation giv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -169,6 +169,27 @@ def _standardised(rows: torch.Tensor) -> torch.Tensor:
     return rows / rows.std().clamp(min=1e-12)
 
 
+def interaction_factors(item_ids: Sequence[str], interactions: Iterable[tuple[str, str]], rank: int,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each item's factor in a rank-`rank` truncated SVD of the (user x item) interaction matrix (PureSVD: rows
+    scaled to unit length, factors `V * sqrt(S)`): `(factors (num_items, rank), has_interactions (num_items,))`.
+
+    Items that the same users consumed get close factors; items never interacted with get zeros. Pass train
+    interactions only, as `(user_id, item_id)` pairs.
+    """
+    column = {item_id: index for index, item_id in enumerate(item_ids)}
+    users: dict[str, int] = {}
+    cells = {(users.setdefault(user, len(users)), column[item]) for user, item in interactions if item in column}
+    matrix = torch.zeros(max(len(users), 1), len(item_ids))
+    if cells:
+        matrix[tuple(torch.tensor(sorted(cells)).T)] = 1.0
+    matrix = matrix / matrix.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    rank = min(rank, *matrix.shape)
+    torch.manual_seed(seed)  # svd_lowrank draws its random start from the global generator
+    _, singular, v = torch.svd_lowrank(matrix, q=rank, niter=4)
+    return v * singular.sqrt(), matrix.sum(0) > 0
+
+
 @torch.no_grad()
 def item_content_rows(
     model,
@@ -178,14 +199,18 @@ def item_content_rows(
     noise: float = 0.0,
     seed: int = 0,
     batch_size: int = 256,
+    interactions: Iterable[tuple[str, str]] = (),
+    interaction_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A content start for every item token: `(rows (num_items, hidden), has_content (num_items,) bool)`.
 
     Per item, in `processor.item_ids` order: the mean input-embedding row of the tokens of its `fields` text (each
     field as the chunk prints it), plus `image_weight` times a fixed seeded random projection of its image's
-    vision-tower features (mean over patches; items without an image get none), plus `noise` times a seeded
-    Gaussian, which separates items whose content is identical (fashion-shop has 90 distinct titles for 2,305
-    items). Each part is standardised over the catalogue first, and the sum is scaled to the embedding's std.
+    vision-tower features (mean over patches; items without an image get none), plus `interaction_weight` times
+    a fixed random projection of its `interaction_factors` in the train `(user_id, item_id)` pairs (a collaborative
+    start: what SASRec must learn from scratch), plus `noise` times a seeded Gaussian, which separates items whose
+    content is identical (fashion-shop has 90 distinct titles for 2,305 items). Each part is standardised over the
+    catalogue first, and the sum is scaled to the embedding's std.
     """
     weight = model.get_input_embeddings().weight
     catalogue = processor.catalogue
@@ -217,21 +242,28 @@ def item_content_rows(
         index = torch.tensor([row for row, _ in images])
         rows[index] += image_weight * _standardised(_standardised(features) @ projection)
         has_image[index] = True
+    has_interactions = torch.zeros(len(texts), dtype=torch.bool)
+    if interaction_weight:
+        factors, has_interactions = interaction_factors(processor.item_ids, interactions, weight.shape[1], seed)
+        projection = torch.randn(factors.shape[1], weight.shape[1], generator=generator)
+        rows[has_interactions] += interaction_weight * _standardised(_standardised(factors[has_interactions]) @ projection)
     if noise:
         rows += noise * torch.randn(rows.shape, generator=generator)
     rows = rows / rows.std().clamp(min=1e-12) * weight.float().std()
-    return rows, has_text | has_image | bool(noise)
+    return rows, has_text | has_image | has_interactions | bool(noise)
 
 
 @torch.no_grad()
 def init_item_tokens_from_content(model, processor, fields: Sequence[str] = ("title",), image_weight: float = 0.0,
-                                  noise: float = 0.0, seed: int = 0) -> int:
+                                  noise: float = 0.0, seed: int = 0, interactions: Iterable[tuple[str, str]] = (),
+                                  interaction_weight: float = 0.0) -> int:
     """Start each item token's embedding (and output) row at `item_content_rows`; returns how many were set.
 
     Items with similar content then start close and share what is learnt about their neighbours; `noise` keeps items
     with identical content apart (their rows would otherwise start equal and only separate slowly).
     """
-    rows, has_content = item_content_rows(model, processor, fields, image_weight, noise, seed)
+    rows, has_content = item_content_rows(model, processor, fields, image_weight, noise, seed,
+                                          interactions=interactions, interaction_weight=interaction_weight)
     token_rows = torch.tensor(processor.item_token_ids)[has_content]
     for matrix in _token_matrices(model):
         matrix[token_rows] = rows[has_content].to(matrix.dtype).to(matrix.device)
@@ -347,6 +379,7 @@ __all__ = [
     "init_image_code_tokens",
     "init_item_tokens_from_content",
     "init_item_tokens_from_text",
+    "interaction_factors",
     "item_content_rows",
     "parse_task_weights",
     "supervised_positions",

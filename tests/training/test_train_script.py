@@ -60,6 +60,20 @@ def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalog
     loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
     loss.backward()
     assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
+    with pytest.raises(ValueError, match="--hidden-dropout and --attention-dropout shape a from-scratch preset"):
+        build_model(ModelArguments(vision_model=args.vision_model, text_model=args.text_model, hidden_dropout=0.1),
+                    built)
+
+
+def test_dropout_arguments_reach_a_preset(processor):
+    """--hidden-dropout wraps every decoder layer with it; --attention-dropout reaches the LM's attention."""
+    from processing_unimp.training.recipe import ModelArguments, build_model
+
+    model = build_model(ModelArguments(model_preset="tiny", hidden_dropout=0.2, attention_dropout=0.1,
+                                       init_item_tokens_from=""), processor)
+    layers = model.language_model.model.layers
+    assert model.config.hidden_dropout == 0.2 and {layer.hidden_dropout for layer in layers} == {0.2}
+    assert {layer.decoder_layer.self_attn.attention_dropout for layer in layers} == {0.1}
 
 
 def test_grouping_by_length_needs_packed_sequences(tmp_path):

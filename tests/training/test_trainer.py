@@ -213,6 +213,25 @@ def test_item_tokens_start_from_content_with_collisions_separated(catalogue_item
     torch.testing.assert_close(weight[processor.item_token_ids], expected)
 
 
+def test_item_rows_start_close_for_items_the_same_users_consumed(catalogue_items):
+    """The collaborative start: A1 and B2 share their users, C3 has others, D4 none (so no collaborative part)."""
+    from processing_unimp import UniMPProcessor
+    from processing_unimp.training.trainer import item_content_rows, unimp_for_processor
+
+    processor = UniMPProcessor.from_catalogue(catalogue_items[:4], vocab_size=300, image_size=16)
+    model = unimp_for_processor("tiny", processor)
+    pairs = [("u1", "A1"), ("u1", "B2"), ("u2", "A1"), ("u2", "B2"), ("u3", "C3"), ("u4", "C3"), ("u4", "E5")]
+    rows, has_content = item_content_rows(model, processor, fields=(), interactions=pairs, interaction_weight=1.0)
+    row = dict(zip(processor.item_ids, rows))
+    assert has_content.tolist() == [item_id != "D4" for item_id in processor.item_ids]  # E5 is not in the catalogue
+    torch.testing.assert_close(row["A1"], row["B2"])
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(row["A1"], row["B2"], dim=0) > 0.99 and cosine(row["A1"], row["C3"], dim=0) < 0.5
+    assert not row["D4"].any()
+    again, _ = item_content_rows(model, processor, fields=(), interactions=pairs, interaction_weight=1.0)
+    assert torch.equal(rows, again)  # seeded
+
+
 def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path):
     samples = make_samples(4)
     samples = [{**s, "pixel_values": samples[0]["pixel_values"]} for s in samples]  # every row: the same 2 images
