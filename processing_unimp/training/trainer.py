@@ -185,8 +185,9 @@ def interaction_factors(item_ids: Sequence[str], interactions: Iterable[tuple[st
         matrix[tuple(torch.tensor(sorted(cells)).T)] = 1.0
     matrix = matrix / matrix.norm(dim=1, keepdim=True).clamp(min=1e-12)
     rank = min(rank, *matrix.shape)
-    torch.manual_seed(seed)  # svd_lowrank draws its random start from the global generator
-    _, singular, v = torch.svd_lowrank(matrix, q=rank, niter=4)
+    with torch.random.fork_rng(devices=[]):  # svd_lowrank draws its start from the global generator: seed a copy
+        torch.manual_seed(seed)
+        _, singular, v = torch.svd_lowrank(matrix, q=rank, niter=4)
     return v * singular.sqrt(), matrix.sum(0) > 0
 
 
