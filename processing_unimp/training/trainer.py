@@ -202,15 +202,17 @@ def item_content_rows(
     batch_size: int = 256,
     interactions: Iterable[tuple[str, str]] = (),
     interaction_weight: float = 0.0,
+    interaction_rank: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A content start for every item token: `(rows (num_items, hidden), has_content (num_items,) bool)`.
 
     Per item, in `processor.item_ids` order: the mean input-embedding row of the tokens of its `fields` text (each
     field as the chunk prints it), plus `image_weight` times a fixed seeded random projection of its image's
     vision-tower features (mean over patches; items without an image get none), plus `interaction_weight` times
-    a fixed random projection of its `interaction_factors` in the train `(user_id, item_id)` pairs (a collaborative
-    start: what SASRec must learn from scratch), plus `noise` times a seeded Gaussian, which separates items whose
-    content is identical (fashion-shop has 90 distinct titles for 2,305 items). Each part is standardised over the
+    a fixed random projection of its rank-`interaction_rank` `interaction_factors` (default rank: the hidden size) in
+    the train `(user_id, item_id)` pairs (a collaborative start: what SASRec must learn from scratch), plus `noise`
+    times a seeded Gaussian, which separates items whose content is identical (fashion-shop has 90 distinct titles
+    for 2,305 items). Each part is standardised over the
     catalogue first, and the sum is scaled to the embedding's std.
     """
     weight = model.get_input_embeddings().weight
@@ -245,7 +247,8 @@ def item_content_rows(
         has_image[index] = True
     has_interactions = torch.zeros(len(texts), dtype=torch.bool)
     if interaction_weight:
-        factors, has_interactions = interaction_factors(processor.item_ids, interactions, weight.shape[1], seed)
+        factors, has_interactions = interaction_factors(processor.item_ids, interactions,
+                                                        interaction_rank or weight.shape[1], seed)
         projection = torch.randn(factors.shape[1], weight.shape[1], generator=generator)
         rows[has_interactions] += interaction_weight * _standardised(_standardised(factors[has_interactions]) @ projection)
     if noise:
@@ -257,14 +260,15 @@ def item_content_rows(
 @torch.no_grad()
 def init_item_tokens_from_content(model, processor, fields: Sequence[str] = ("title",), image_weight: float = 0.0,
                                   noise: float = 0.0, seed: int = 0, interactions: Iterable[tuple[str, str]] = (),
-                                  interaction_weight: float = 0.0) -> int:
+                                  interaction_weight: float = 0.0, interaction_rank: int | None = None) -> int:
     """Start each item token's embedding (and output) row at `item_content_rows`; returns how many were set.
 
     Items with similar content then start close and share what is learnt about their neighbours; `noise` keeps items
     with identical content apart (their rows would otherwise start equal and only separate slowly).
     """
     rows, has_content = item_content_rows(model, processor, fields, image_weight, noise, seed,
-                                          interactions=interactions, interaction_weight=interaction_weight)
+                                          interactions=interactions, interaction_weight=interaction_weight,
+                                          interaction_rank=interaction_rank)
     token_rows = torch.tensor(processor.item_token_ids)[has_content]
     for matrix in _token_matrices(model):
         matrix[token_rows] = rows[has_content].to(matrix.dtype).to(matrix.device)

@@ -230,6 +230,11 @@ def test_item_rows_start_close_for_items_the_same_users_consumed(catalogue_items
     assert not row["D4"].any()
     again, _ = item_content_rows(model, processor, fields=(), interactions=pairs, interaction_weight=1.0)
     assert torch.equal(rows, again)  # seeded
+    apart = [("u1", "A1"), ("u1", "B2"), ("u2", "A1"), ("u3", "C3"), ("u4", "B2"), ("u4", "C3")]  # 3 distinct items
+    for rank in (1, 2):  # a truncated SVD of that rank: the interacted items' rows span that many directions
+        low, has_content = item_content_rows(model, processor, fields=(), interactions=apart, interaction_weight=1.0,
+                                             interaction_rank=rank)
+        assert torch.linalg.matrix_rank(low[has_content]).item() == rank
 
 
 def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path):
