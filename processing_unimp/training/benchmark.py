@@ -62,8 +62,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-layer-dropout": ({"hidden_dropout": 0.1, "attention_dropout": 0.1}, {}),
     # item rows also started from the train interactions (a truncated SVD of the user x item matrix)
     "unimp-collaborative": ({"item_init_interaction_weight": 1.0}, {}),
-    # the same from a rank-64 SVD: the co-consumption structure without the noise of the smallest factors
+    # the same from a rank-64 or rank-32 SVD: the co-consumption structure without the noise of the smallest factors
     "unimp-collaborative-64": ({"item_init_interaction_weight": 1.0, "item_init_interaction_rank": 64}, {}),
+    "unimp-collaborative-32": ({"item_init_interaction_weight": 1.0, "item_init_interaction_rank": 32}, {}),
     # the paper's context reconstruction (identify each history item from its content) as a second objective: every
     # sequence also in the "after" layout, so an epoch costs twice the steps
     "unimp-identification": ({"identification": True}, {}),
