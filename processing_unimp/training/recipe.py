@@ -81,8 +81,8 @@ class ModelArguments:
     item_init_interaction_rank: int | None = field(
         default=None,
         metadata={"help": "Rank of that SVD (default: the hidden size). A low rank keeps the co-consumption structure "
-                          "and drops the noise of the smallest factors (movielens-small: rank 64 trains to a higher "
-                          "validation score than 256; README, 'Training recipe')."},
+                          "and drops the noise of the smallest factors (movielens-small: rank 32 or 64 trains to a "
+                          "higher validation score than 256; README, 'Training recipe')."},
     )
     embedding_dropout: float | None = field(
         default=None,

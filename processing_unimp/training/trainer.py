@@ -212,8 +212,8 @@ def item_content_rows(
     a fixed random projection of its rank-`interaction_rank` `interaction_factors` (default rank: the hidden size) in
     the train `(user_id, item_id)` pairs (a collaborative start: what SASRec must learn from scratch), plus `noise`
     times a seeded Gaussian, which separates items whose content is identical (fashion-shop has 90 distinct titles
-    for 2,305 items). Each part is standardised over the
-    catalogue first, and the sum is scaled to the embedding's std.
+    for 2,305 items). Each part is standardised over the catalogue first, and the sum is scaled to the embedding's
+    std.
     """
     weight = model.get_input_embeddings().weight
     catalogue = processor.catalogue
