@@ -177,6 +177,8 @@ def interaction_factors(item_ids: Sequence[str], interactions: Iterable[tuple[st
     Items that the same users consumed get close factors; items never interacted with get zeros. Pass train
     interactions only, as `(user_id, item_id)` pairs.
     """
+    if rank < 1:
+        raise ValueError(f"The interaction SVD's rank (--item-init-interaction-rank) must be >= 1, got {rank}.")
     column = {item_id: index for index, item_id in enumerate(item_ids)}
     users: dict[str, int] = {}
     cells = {(users.setdefault(user, len(users)), column[item]) for user, item in interactions if item in column}
@@ -248,7 +250,7 @@ def item_content_rows(
     has_interactions = torch.zeros(len(texts), dtype=torch.bool)
     if interaction_weight:
         factors, has_interactions = interaction_factors(processor.item_ids, interactions,
-                                                        interaction_rank or weight.shape[1], seed)
+                                                        weight.shape[1] if interaction_rank is None else interaction_rank, seed)
         projection = torch.randn(factors.shape[1], weight.shape[1], generator=generator)
         rows[has_interactions] += interaction_weight * _standardised(_standardised(factors[has_interactions]) @ projection)
     if noise:

@@ -83,13 +83,16 @@ def test_collaborative_start_arguments_reach_the_item_rows(processor):
     from processing_unimp.training.recipe import ModelArguments, build_model
 
     pairs = [("u1", "A1"), ("u1", "B2"), ("u2", "A1"), ("u3", "C3"), ("u4", "B2"), ("u4", "C3")]
+    token = dict(zip(processor.item_ids, processor.item_token_ids))
     rows = {}
     for rank in (1, 2):
         model = build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_interaction_weight=1.0,
                                            item_init_interaction_rank=rank), processor, interactions=pairs)
-        token = dict(zip(processor.item_ids, processor.item_token_ids))
         rows[rank] = model.get_input_embeddings().weight[[token[i] for i in ("A1", "B2", "C3")]].detach()
     assert torch.linalg.matrix_rank(rows[1]).item() == 1 and torch.linalg.matrix_rank(rows[2]).item() == 2
+    with pytest.raises(ValueError, match="--item-init-interaction-rank"):
+        build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_interaction_weight=1.0,
+                                   item_init_interaction_rank=0), processor, interactions=pairs)
 
 
 def test_grouping_by_length_needs_packed_sequences(tmp_path):
