@@ -393,6 +393,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def short_labels(names: list[str], width: int = 40) -> list[str]:
+    """Plot labels of at most `width` characters that keep each name's start and end (where a seed suffix sits)."""
+    head = (width - 1) * 3 // 5
+    return [name if len(name) <= width else name[:head] + "…" + name[len(name) - (width - 1 - head):]
+            for name in names]
+
+
 def plot(results: dict, path: Path) -> None:
     """Test NDCG@10 of every row, one panel per dataset, with the standard error over users as error bars (UniMP
     rows orange, references grey)."""
@@ -406,11 +413,12 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(names), figsize=(7 * len(names), 1.5 + 0.3 * rows), squeeze=False)
     for axis, name in zip(axes[0], names):
         models = results["datasets"][name]["models"]
-        labels = [m if len(m) <= 40 else m[:39] + "…" for m in models]
         colours = ["tab:orange" if variant_of(m) else "tab:grey" if m.startswith("reference")
                    else "tab:blue" for m in models]
-        axis.barh(labels, [m["NDCG@10"] for m in models.values()], xerr=[m.get("NDCG@10_se", 0) for m in
-                  models.values()], color=colours)
+        # one bar per row by position: labels as categories would stack rows whose short labels coincide
+        axis.barh(range(len(models)), [m["NDCG@10"] for m in models.values()],
+                  xerr=[m.get("NDCG@10_se", 0) for m in models.values()], color=colours)
+        axis.set_yticks(range(len(models)), short_labels(list(models)))
         axis.set_title(name)
         axis.set_xlabel("test NDCG@10 (exact full ranking; bars: s.e. over users)")
         axis.invert_yaxis()

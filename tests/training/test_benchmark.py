@@ -49,6 +49,26 @@ def test_seed_rows_are_summarised_as_mean_and_std(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_long_row_names_keep_distinct_plot_labels_and_bars(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from processing_unimp.training.benchmark import plot, row_name, short_labels
+
+    long = "unimp-collaborative-32, a long descriptive variant name"
+    names = [row_name(long, seed) for seed in range(3)] + ["popularity"]
+    labels = short_labels(names)
+    assert len(set(labels)) == len(names) and all(len(label) <= 40 for label in labels)
+    assert labels[1].endswith("(seed 1)") and labels[-1] == "popularity"
+    drawn = []
+    barh = matplotlib.axes.Axes.barh
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", lambda self, y, width, **kw: drawn.append((list(y), list(width)))
+                        or barh(self, y, width, **kw))
+    models = {name: {"NDCG@10": 0.01 * (i + 1), "NDCG@10_se": 0.001} for i, name in enumerate(names)}
+    plot({"datasets": {"d": {"models": models}}}, tmp_path / "plot.png")
+    (positions, widths), = drawn
+    assert len(set(positions)) == len(names) and widths == [0.01, 0.02, 0.03, 0.04]  # no row drawn over another
+
+
 def test_other_tasks_are_tabled_against_their_trivial_baselines():
     floors = {"rating: user mean": {"expected_RMSE": 0.9, "expected_MAE": 0.7}, "selection: random": {"F1": 0.37}}
     models = {"unimp": {"NDCG@10": 0.1, "rating": {"expected_RMSE": 0.8, "expected_MAE": 0.75},
