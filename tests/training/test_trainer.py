@@ -43,8 +43,8 @@ def test_loss_from_logits_at_labels_only_equals_the_full_loss():
     labels = torch.randint(0, 11, (3, 7), generator=generator).masked_fill(torch.rand(3, 7, generator=generator) < 0.5, -100)
     kinds = torch.where(labels == -100, 0, torch.randint(1, 3, (3, 7), generator=generator))
     tasks = torch.tensor([0, 2, 1])
-    options = dict(gamma=2.0, context_weight=0.3, task_weights=torch.tensor([2.0, 1.0, 0.5, 1.0, 1.0]),
-                   num_items_in_batch=20)
+    options = {"gamma": 2.0, "context_weight": 0.3, "task_weights": torch.tensor([2.0, 1.0, 0.5, 1.0, 1.0]),
+               "num_items_in_batch": 20}
     kept = logits[supervised_positions(labels)]
     assert kept.shape == (int((labels[:, 1:] != -100).sum()), 11)
     full = unimp_loss(logits, labels, kinds, tasks, **options)
@@ -90,9 +90,9 @@ def make_samples(count: int) -> list[dict[str, torch.Tensor]]:
 
 
 def trainer_args(tmp_path, **overrides) -> UniMPTrainingArguments:
-    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-2, max_steps=1,
-                    lr_scheduler_type="constant", optim="sgd", report_to=[], save_strategy="no",
-                    logging_strategy="no", disable_tqdm=True, seed=0, use_cpu=True, context_weight=0.5)
+    defaults = {"output_dir": str(tmp_path), "per_device_train_batch_size": 8, "learning_rate": 1e-2, "max_steps": 1,
+                "lr_scheduler_type": "constant", "optim": "sgd", "report_to": [], "save_strategy": "no",
+                "logging_strategy": "no", "disable_tqdm": True, "seed": 0, "use_cpu": True, "context_weight": 0.5}
     return UniMPTrainingArguments(**{**defaults, **overrides})
 
 
@@ -135,8 +135,8 @@ class StopAt(TrainerCallback):
 
 def test_kill_and_resume_reaches_the_uninterrupted_weights(tmp_path):
     samples = make_samples(8)
-    common = dict(per_device_train_batch_size=2, max_steps=6, save_strategy="steps", save_steps=2,
-                  optim="adamw_torch")
+    common = {"per_device_train_batch_size": 2, "max_steps": 6, "save_strategy": "steps", "save_steps": 2,
+              "optim": "adamw_torch"}
     reference = make_model()
     UniMPTrainer(model=reference, args=trainer_args(tmp_path / "ref", **common), train_dataset=samples).train()
 
@@ -237,6 +237,26 @@ def test_item_rows_start_close_for_items_the_same_users_consumed(catalogue_items
         assert torch.linalg.matrix_rank(low[has_content]).item() == rank
 
 
+def test_interaction_factors_take_a_catalogue_too_large_for_a_dense_matrix():
+    """60,000 users x 30,000 items would be 7.2 GB as a dense float matrix; the factors come from a sparse one."""
+    from processing_unimp.training.trainer import interaction_factors
+
+    items = [f"i{k}" for k in range(30_000)]
+    # user u consumes the pair of items (2g, 2g + 1) of its group g (groups of different sizes)
+    groups = [int(50 * (u / 60_000) ** 0.5) for u in range(60_000)]
+    pairs = [(f"u{u}", f"i{2 * g + j}") for u, g in enumerate(groups) for j in (0, 1)]
+    factors, has_interactions = interaction_factors(items, pairs, rank=8)
+    assert factors.shape == (30_000, 8) and has_interactions.sum().item() == 100 and has_interactions[:100].all()
+    torch.testing.assert_close(factors[0:100:2], factors[1:100:2])  # items always consumed together: one factor
+    assert not factors[100:].any()  # items nobody consumed
+    assert torch.linalg.matrix_rank(factors[:100]).item() == 8
+    # the sparse route factorises the same matrix as the dense one that small catalogues take
+    small = [(user, item) for user, item in pairs if int(item[1:]) >= 80]  # the 10 largest groups: 20 items, rank 10
+    dense, _ = interaction_factors(items[:100], small, rank=10)
+    sparse, _ = interaction_factors(items[:100], small, rank=10, dense_max_cells=0)
+    torch.testing.assert_close(sparse @ sparse.T, dense @ dense.T, atol=1e-3, rtol=1e-4)  # entries up to ~24
+
+
 def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path):
     samples = make_samples(4)
     samples = [{**s, "pixel_values": samples[0]["pixel_values"]} for s in samples]  # every row: the same 2 images
@@ -246,7 +266,7 @@ def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path
         model.config.freeze_vision_tower = True
         model.apply_trainable_policy()
         calls = []
-        model.vision_tower.register_forward_hook(lambda module, args, out: calls.append(len(out.last_hidden_state)))
+        model.vision_tower.register_forward_hook(lambda module, args, out, calls=calls: calls.append(len(out.last_hidden_state)))
         args = trainer_args(tmp_path / str(cache), max_steps=2, per_device_train_batch_size=2, logging_strategy="steps",
                             logging_steps=1, cache_image_features=cache)
         trainer = UniMPTrainer(model=model, args=args, train_dataset=samples)
