@@ -171,8 +171,8 @@ def _standardised(rows: torch.Tensor) -> torch.Tensor:
 
 def interaction_factors(item_ids: Sequence[str], interactions: Iterable[tuple[str, str]], rank: int,
                         seed: int = 0, dense_max_cells: int = 2**25) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each item's factor in a rank-`rank` truncated SVD of the sparse (user x item) interaction matrix (PureSVD:
-    rows scaled to unit length, factors `V * sqrt(S)`): `(factors (num_items, rank), has_interactions (num_items,))`.
+    """Each item's factor in a rank-`rank` truncated SVD of the (user x item) interaction matrix (PureSVD: rows
+    scaled to unit length, factors `V * sqrt(S)`): `(factors (num_items, rank), has_interactions (num_items,))`.
 
     Items that the same users consumed get close factors; items never interacted with get zeros. Pass train
     interactions only, as `(user_id, item_id)` pairs. A matrix of at most `dense_max_cells` cells (the bundled
