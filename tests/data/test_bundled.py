@@ -92,3 +92,17 @@ def test_rating_oracle_beats_the_user_mean_on_a_small_build(tmp_path):
     users = load_unimp_dataset(tmp_path)["test"].num_rows
     assert {row["ratings"] for row in rows.values()} == {users}
     assert rows["oracle (hidden affinity)"]["RMSE"] < rows["user mean (all history ratings)"]["RMSE"]
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data/fashion-mnist")
+def test_history_limited_estimate_ranks_between_the_style_profile_and_the_oracle():
+    module = _script("build_fashion_shop")
+    dataset = module.build(SHARED, None, num_users=300, num_items=300, seed=3)
+    assert set(dataset.reference_rows["history_limited_settings"]) == set(module.HISTORY_GRID)
+    for rows in dataset.reference_rows["splits"].values():
+        row = {r["label"]: r for r in rows}
+        history, oracle = row[module.HISTORY_LABEL], row[module.ORACLE_LABEL]
+        # the same item knowledge as the style diagnostic, plus popularity and the choice rule: clearly above it;
+        # below the oracle, which also reads the users' hidden tastes, up to the noise of 300 users
+        assert history["NDCG@10"] > row[module.STYLE_HEURISTIC_LABEL]["NDCG@10"] + 2 * history["NDCG@10_se"]
+        assert history["NDCG@10"] < oracle["NDCG@10"] + 2 * oracle["NDCG@10_se"]
