@@ -57,16 +57,18 @@ here); a SASRec-CE epoch (every prefix a sample) costs about three times v1's ~3
 (4,000 would move the heuristic's SE from 8 % to 7 %) at a third more CPU time and folder size (the interaction
 and task tables grow with the users; the item images do not): the folder is ~21 MB (v1: ~8 MB), ~4 MB gzipped.
 
-`reference_rows.json` (written by every build) holds the oracle, the history-limited estimate, the text
-heuristic, the text + hidden style diagnostic and Popularity on validation and test, with HR@5/10/20,
-NDCG@5/10/20, MRR@10 and the standard error of NDCG@10, under the protocol in `PROTOCOL` (leave-one-out by time,
-exact full ranking, seen items excluded, ties count against the target). They are reference points, not models: a
-trained model should land between the heuristic and the oracle. The oracle reads each user's hidden tastes, which
+`reference_rows.json` (written by every build) holds the oracle, the history-limited estimate with and
+without the hidden style, the text heuristic, the text + hidden style diagnostic and Popularity on validation and
+test, with HR@5/10/20, NDCG@5/10/20, MRR@10 and the standard error of NDCG@10, under the protocol in `PROTOCOL`
+(leave-one-out by time, exact full ranking, seen items excluded, ties count against the target). They are
+reference points, not models: a trained model should land between the heuristic and the oracle. The oracle reads each user's hidden tastes, which
 no model sees; the history-limited estimate (`history_limited_scores`) knows everything the oracle knows about
 the items and the generator's choice rule, but fits each user's tastes to that user's history. It is what a model
 that had learnt the generator exactly could score from the same histories: the practical ceiling for a model
 (a penalised fit, not the exact Bayes posterior, so a ceiling up to that gap), and the oracle's lead over it is
-the part of the test no model can reach.
+the part of the test no model can reach. Its twin without the hidden style (the same fit over class, tone and
+popularity) is what the item's text allows: the gap between the two is what the style, i.e. the pixels or enough
+interactions per item, is worth.
 
     python examples/data/build_fashion_shop.py [SOURCE_DIR] [--output DIR] [--users N] [--items N] [--seed S]
     python examples/data/build_fashion_shop.py --sweep     # the candidate table above (~30 min, 2 shared cores)
@@ -500,12 +502,14 @@ def heuristic_scores(data: ReferenceData, *, smoothing: float, tone_weight: floa
 
 HISTORY_LABEL = ("History-limited estimate (the generator's form, hidden styles and item popularity; each user's "
                  "tastes fitted to their history; not a model)")
+HISTORY_TEXT_LABEL = ("History-limited estimate without the hidden style (text-visible item truth and popularity; "
+                      "not a model)")
 HISTORY_GRID = {"decay": (1.0, 0.85, 0.7), "prior": (0.1, 1.0)}
 NEVER = -1e30  # a finite log(0): masked cells keep finite gradients, where -inf would give NaN
 
 
 def history_limited_scores(data: ReferenceData, popularity: np.ndarray, model: PreferenceModel, *, decay: float,
-                           prior: float, iterations: int = 60) -> np.ndarray:
+                           prior: float, with_style: bool = True, iterations: int = 60) -> np.ndarray:
     """Log P(next item) under the generator's own choice model, with every user's tastes estimated from their history.
 
     It knows what the oracle knows about items (class, tone, hidden style, popularity, the stay in the previous
@@ -513,10 +517,12 @@ def history_limited_scores(data: ReferenceData, popularity: np.ndarray, model: P
     fitted by maximum likelihood to the user's own time-ordered choices (a conditional logit over the items still
     unseen at each step; step k back weighted `decay`**k, for the class drift; a Gaussian prior of precision
     `prior`). What any model could reach from the same histories if it learnt the generator exactly: a ceiling.
+    Without `with_style` it does not know the hidden styles: what the item's text and popularity alone allow.
     """
-    num_styles = int(data.style.max()) + 1
+    style = torch.as_tensor(data.style) if with_style else torch.zeros(len(data.style), dtype=torch.long)
+    num_styles = int(style.max()) + 1
     sizes = (len(CLASSES), 3, num_styles)
-    label, tone, style = (torch.as_tensor(a) for a in (data.label, data.tone, data.style))
+    label, tone = torch.as_tensor(data.label), torch.as_tensor(data.tone)
     cell = (label * 3 + tone) * num_styles + style
     cells = int(np.prod(sizes))
     cell_parts = torch.stack([torch.arange(cells) // (3 * num_styles), torch.arange(cells) // num_styles % 3,
@@ -594,8 +600,8 @@ def tune(data: ReferenceData, scores: Callable[..., np.ndarray], grid: dict[str,
 
 def reference_rows(dataset, items: pd.DataFrame, truth: dict[str, np.ndarray], hidden: dict[str, np.ndarray],
                    model: PreferenceModel, *, with_style: bool = True) -> dict:
-    """Oracle, history-limited estimate and text-profile heuristic (both tuned on validation), popularity [and the
-    style diagnostic, with the heuristic's settings] per split."""
+    """Oracle, history-limited estimate and text-profile heuristic (both tuned on validation), the estimate without
+    the hidden style (with its settings), popularity [and the style diagnostic, with the heuristic's settings]."""
     views = {split: ReferenceData(dataset, items, truth, split) for split in ("validation", "test")}
     popularity = hidden["popularity"][views["validation"].generator_index]  # the splits share the catalogue
     settings = tune(views["validation"], functools.partial(heuristic_scores, views["validation"]), HEURISTIC_GRID)
@@ -607,6 +613,8 @@ def reference_rows(dataset, items: pd.DataFrame, truth: dict[str, np.ndarray], h
         rows = [
             ranking_row(data.ranks(oracle_scores(data, truth, hidden, model)), ORACLE_LABEL),
             ranking_row(data.ranks(history_limited_scores(data, popularity, model, **history_settings)), HISTORY_LABEL),
+            ranking_row(data.ranks(history_limited_scores(data, popularity, model, with_style=False,
+                                                          **history_settings)), HISTORY_TEXT_LABEL),
             ranking_row(data.ranks(heuristic_scores(data, **settings)), HEURISTIC_LABEL),
         ]
         if with_style:
