@@ -57,16 +57,16 @@ here); a SASRec-CE epoch (every prefix a sample) costs about three times v1's ~3
 (4,000 would move the heuristic's SE from 8 % to 7 %) at a third more CPU time and folder size (the interaction
 and task tables grow with the users; the item images do not): the folder is ~21 MB (v1: ~8 MB), ~4 MB gzipped.
 
-`reference_rows.json` (written by every build) holds the oracle, the history-limited estimate with and
-without the hidden style, the text heuristic, the text + hidden style diagnostic and Popularity on validation and
-test, with HR@5/10/20, NDCG@5/10/20, MRR@10 and the standard error of NDCG@10, under the protocol in `PROTOCOL`
-(leave-one-out by time, exact full ranking, seen items excluded, ties count against the target). They are
-reference points, not models: a trained model should land between the heuristic and the oracle. The oracle reads each user's hidden tastes, which
-no model sees; the history-limited estimate (`history_limited_scores`) knows everything the oracle knows about
-the items and the generator's choice rule, but fits each user's tastes to that user's history. It is what a model
-that had learnt the generator exactly could score from the same histories: the practical ceiling for a model
-(a penalised fit, not the exact Bayes posterior, so a ceiling up to that gap), and the oracle's lead over it is
-the part of the test no model can reach. Its twin without the hidden style (the same fit over class, tone and
+`reference_rows.json` (written by every build) holds the oracle, the history-limited estimate with and without the
+hidden style, the text heuristic, the text + hidden style diagnostic and Popularity on validation and test, with
+HR@5/10/20, NDCG@5/10/20, MRR@10 and the standard error of NDCG@10, under the protocol in `PROTOCOL` (leave-one-out
+by time, exact full ranking, seen items excluded, ties count against the target). They are reference points, not
+models: a trained model should land between the heuristic and the oracle. The oracle reads each user's hidden
+tastes, which no model sees; the history-limited estimate (`history_limited_scores`) knows everything the oracle
+knows about the items and the generator's choice rule, but fits each user's tastes to that user's history. It is
+what a model that had learnt the generator exactly could score from the same histories: the practical ceiling for a
+model (a penalised fit, not the exact Bayes posterior, so a ceiling up to that gap), and the oracle's lead over it
+is the part of the test no model can reach. Its twin without the hidden style (the same fit over class, tone and
 popularity) is what the item's text allows: the gap between the two is what the style, i.e. the pixels or enough
 interactions per item, is worth.
 
