@@ -351,6 +351,11 @@ PROTOCOL = ("leave-one-out by time (test = each user's last interaction, validat
             "ranking over the whole catalogue; the user's earlier items (train, and validation for test) excluded; "
             "rank = 1 + the number of other items scoring >= the target (ties count against the target), NaN last")
 ORACLE_LABEL = "Oracle (reads the generator's hidden taste; not a model)"
+HISTORY_LABEL = ("History-limited estimate (the generator's form, hidden styles and item popularity; each user's "
+                 "tastes fitted to their history; not a model)")
+HISTORY_TEXT_LABEL = ("History-limited estimate without the hidden style (text-visible item truth and popularity; "
+                      "not a model)")
+HISTORY_GRID = {"decay": (1.0, 0.85, 0.7), "prior": (0.1, 1.0)}
 HEURISTIC_LABEL = "Text-profile heuristic"
 STYLE_HEURISTIC_LABEL = "Text profile + hidden style labels (reads preference_model.json; not a model)"
 POPULARITY_LABEL = "Popularity (train counts)"
@@ -500,11 +505,6 @@ def heuristic_scores(data: ReferenceData, *, smoothing: float, tone_weight: floa
         return np.log(p)
 
 
-HISTORY_LABEL = ("History-limited estimate (the generator's form, hidden styles and item popularity; each user's "
-                 "tastes fitted to their history; not a model)")
-HISTORY_TEXT_LABEL = ("History-limited estimate without the hidden style (text-visible item truth and popularity; "
-                      "not a model)")
-HISTORY_GRID = {"decay": (1.0, 0.85, 0.7), "prior": (0.1, 1.0)}
 NEVER = -1e30  # a finite log(0): masked cells keep finite gradients, where -inf would give NaN
 
 
