@@ -103,7 +103,7 @@ sys.path.insert(0, str(REPO))
 
 from processing_unimp.data.builders import load_unimp_dataset, run_builder  # noqa: E402
 from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
-from processing_unimp.training.metrics import rating_metrics  # noqa: E402
+from processing_unimp.training.metrics import ranking_by_frequency, rating_metrics  # noqa: E402
 from processing_unimp.training.recipe import recent_history  # noqa: E402
 from processing_unimp.training.task_baselines import user_mean_ratings  # noqa: E402
 
@@ -377,8 +377,9 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray) -
     return ranks
 
 
-def ranking_row(ranks: np.ndarray, label: str) -> dict:
-    """HR/NDCG@5/10/20, MRR@10 and the standard error of NDCG@10 over users."""
+def ranking_row(ranks: np.ndarray, label: str, target_counts: np.ndarray) -> dict:
+    """HR/NDCG@5/10/20, MRR@10 and the standard error of NDCG@10 over users, and NDCG@10 and HR@10 per bucket of the
+    targets' train interactions (`target_counts`), as the benchmark reports its models."""
     ranks = np.asarray(ranks, dtype=float)
     row: dict = {"label": label, "users": int(len(ranks))}
     for k in CUTOFFS:
@@ -388,6 +389,9 @@ def ranking_row(ranks: np.ndarray, label: str) -> dict:
     row["MRR@10"] = float(np.where(ranks <= 10, 1 / ranks, 0.0).mean())
     ndcg = np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0)
     row["NDCG@10_se"] = float(ndcg.std(ddof=1) / np.sqrt(len(ndcg)))
+    buckets = ranking_by_frequency(torch.as_tensor(ranks), target_counts.astype(int).tolist())
+    row["by_target_frequency"] = {bucket: {key: round(value, 5) if isinstance(value, float) else value
+                                           for key, value in metrics.items()} for bucket, metrics in buckets.items()}
     return {key: round(value, 5) if isinstance(value, float) else value for key, value in row.items()}
 
 
@@ -610,18 +614,17 @@ def reference_rows(dataset, items: pd.DataFrame, truth: dict[str, np.ndarray], h
     out: dict = {"protocol": PROTOCOL, "heuristic_settings": settings, "heuristic_tuned_on": "validation NDCG@10",
                  "history_limited_settings": history_settings, "splits": {}}
     for split, data in views.items():
-        rows = [
-            ranking_row(data.ranks(oracle_scores(data, truth, hidden, model)), ORACLE_LABEL),
-            ranking_row(data.ranks(history_limited_scores(data, popularity, model, **history_settings)), HISTORY_LABEL),
-            ranking_row(data.ranks(history_limited_scores(data, popularity, model, with_style=False,
-                                                          **history_settings)), HISTORY_TEXT_LABEL),
-            ranking_row(data.ranks(heuristic_scores(data, **settings)), HEURISTIC_LABEL),
-        ]
+        scores = {
+            ORACLE_LABEL: oracle_scores(data, truth, hidden, model),
+            HISTORY_LABEL: history_limited_scores(data, popularity, model, **history_settings),
+            HISTORY_TEXT_LABEL: history_limited_scores(data, popularity, model, with_style=False, **history_settings),
+            HEURISTIC_LABEL: heuristic_scores(data, **settings),
+        }
         if with_style:
-            rows.append(ranking_row(data.ranks(heuristic_scores(data, style_weight=1.0, **settings)), STYLE_HEURISTIC_LABEL))
-        counts = np.broadcast_to(data.train_counts, data.seen.shape).copy()
-        rows.append(ranking_row(data.ranks(counts), POPULARITY_LABEL))
-        out["splits"][split] = rows
+            scores[STYLE_HEURISTIC_LABEL] = heuristic_scores(data, style_weight=1.0, **settings)
+        scores[POPULARITY_LABEL] = np.broadcast_to(data.train_counts, data.seen.shape).copy()
+        target_counts = data.train_counts[data.targets]
+        out["splits"][split] = [ranking_row(data.ranks(s), label, target_counts) for label, s in scores.items()]
     return out
 
 
