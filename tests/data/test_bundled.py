@@ -102,6 +102,8 @@ def test_history_limited_estimate_ranks_between_the_style_profile_and_the_oracle
     for rows in dataset.reference_rows["splits"].values():
         row = {r["label"]: r for r in rows}
         history, oracle = row[module.HISTORY_LABEL], row[module.ORACLE_LABEL]
+        # every user in exactly one bucket of the target's train interactions, as in the benchmark's bucket table
+        assert sum(b["users"] for b in history["by_target_frequency"].values()) == history["users"]
         # the same item knowledge as the style diagnostic, plus popularity and the choice rule: clearly above it;
         # below the oracle, which also reads the users' hidden tastes, up to the noise of 300 users
         assert history["NDCG@10"] > row[module.STYLE_HEURISTIC_LABEL]["NDCG@10"] + 2 * history["NDCG@10_se"]
