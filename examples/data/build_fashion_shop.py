@@ -569,10 +569,10 @@ def history_limited_scores(data: ReferenceData, popularity: np.ndarray, model: P
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        cell_utility = cell_utilities(theta)[:, None, :]
-        utility = (cell_utility[..., 0, :].gather(1, cell[item]) + weight[item])[..., None]
+        cell_utility = cell_utilities(theta)
+        utility = (cell_utility.gather(1, cell[item]) + weight[item])[..., None]
         in_same = same.gather(2, cell[item][..., None])
-        log_p = mixture(cell_utility, log_mass, same, has_same[..., None], utility, in_same)[..., 0]
+        log_p = mixture(cell_utility[:, None, :], log_mass, same, has_same[..., None], utility, in_same)[..., 0]
         loss = -(step_weight * log_p).sum() + 0.5 * prior * theta.square().sum()
         loss.backward()
         return loss
