@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.5,
                         help="code sampling temperature (chosen on validation)")
     parser.add_argument("--top-k", type=int, default=0, help="Sample among the k most likely codes (0: all).")
+    parser.add_argument("--copy-weight", type=float, default=0.0,
+                        help="weight of the context items' codes mixed into each position's sampling, for both "
+                             "generating methods (0: the model alone)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -76,8 +79,8 @@ def main() -> None:
         tokenizer_epochs=args.tokenizer_epochs, preset=args.model_preset, epochs=args.epochs, max_steps=args.max_steps,
         task_samples=args.task_samples, train_vision_tower=args.train_vision_tower,
         validation_users=args.validation_users, generate_contexts=args.generate_contexts, eval_users=args.eval_users,
-        context_items=args.context_items, temperature=args.temperature, top_k=args.top_k, split=args.split,
-        seed=args.seed,
+        context_items=args.context_items, temperature=args.temperature, top_k=args.top_k,
+        copy_weight=args.copy_weight, split=args.split, seed=args.seed,
     )
     report["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report["seconds"] = round(time.perf_counter() - start, 1)

@@ -7,6 +7,8 @@ Three steps (the paper's user-guided image generation, carried through to pixels
    every token that is not an image code masked out;
 3. decode: the VQ decoder turns the code grid into pixels.
 `retrieve=False` generates from the user's own history instead (the no-retrieval baseline).
+`copy_weight` > 0 also draws each code from the context items' codes at the same grid position (`ContextCodeMixer`),
+so that what retrieval finds shapes the picture directly, not only through attention.
 """
 
 from __future__ import annotations
@@ -38,6 +40,55 @@ class ImageCodeLogitsProcessor(LogitsProcessor):
         mask = torch.full_like(scores, float("-inf"))
         mask[:, self.allowed.to(scores.device)] = 0
         return scores + mask
+
+
+class ContextCodeMixer(LogitsProcessor):
+    """A position-aligned copy prior: mixes the model's next-code probabilities with the share of the row's context
+    items that have each code at the grid position being generated (a pointer mixture in the spirit of kNN-LM).
+
+    p = (1 - weight) * softmax(scores) + weight * prior; rows whose context has no codes keep the model's
+    probabilities. Sampling warpers (temperature, top-k) apply to the mixture. Run it after `ImageCodeLogitsProcessor`.
+    """
+
+    def __init__(self, context_codes: Sequence[torch.Tensor], code_token_ids: Sequence[int], weight: float,
+                 prompt_length: int):
+        if not 0 <= weight <= 1:
+            raise ValueError(f"`copy_weight` must lie in [0, 1], got {weight}.")
+        num_codes = max((len(codes[0]) for codes in context_codes if len(codes)), default=0)
+        self.prior = torch.zeros(len(context_codes), num_codes, len(code_token_ids))
+        for row, codes in enumerate(context_codes):  # codes: (items, num_codes) code indices
+            if len(codes):
+                self.prior[row].scatter_add_(1, codes.T, torch.full(codes.T.shape, 1.0 / len(codes)))
+        self.weight = torch.tensor([weight if len(codes) else 0.0 for codes in context_codes])
+        self.code_token_ids = torch.tensor(list(code_token_ids), dtype=torch.long)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_length
+        if step >= self.prior.shape[1]:
+            return scores
+        device = scores.device
+        prior = torch.zeros_like(scores, dtype=torch.float32)
+        prior[:, self.code_token_ids.to(device)] = self.prior[:, step].to(device)
+        weight = self.weight.to(device)[:, None]
+        mixed = (1 - weight) * scores.float().softmax(-1) + weight * prior
+        return mixed.log().to(scores.dtype)
+
+
+def context_code_grids(processor, contexts: Sequence[Sequence[Any]]) -> list[torch.Tensor]:
+    """Per context, the `(items, h*w)` image codes of its items that have codes (inline, else the catalogue's)."""
+    grids = []
+    for context in contexts:
+        rows = []
+        for reference in context:
+            codes = None if isinstance(reference, str) else reference.get("image_codes")
+            item_id = item_id_of(reference)
+            if codes is None and processor.catalogue is not None and item_id in processor.catalogue:
+                codes = processor.catalogue[item_id].get("image_codes")
+            if codes is not None:
+                rows.append(torch.as_tensor(codes, dtype=torch.long).flatten())
+        grids.append(torch.stack(rows) if rows else torch.zeros(0, 0, dtype=torch.long))
+    return grids
 
 
 def _model_inputs(model, processor, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -115,10 +166,14 @@ def generate_image_codes(
     do_sample: bool = True,
     temperature: float = 1.0,
     top_k: int | None = None,
+    copy_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Codes `(n, num_codes)` generated for each (context, query) by the generate_image prompt, codes only."""
+    """Codes `(n, num_codes)` generated for each (context, query) by the generate_image prompt, codes only.
+
+    `copy_weight` mixes in the context items' codes at each grid position (`ContextCodeMixer`; 0: the model alone).
+    """
     model.eval()
-    only_codes = LogitsProcessorList([ImageCodeLogitsProcessor(processor.image_code_token_ids)])
+    only_codes = ImageCodeLogitsProcessor(processor.image_code_token_ids)
     pad = processor.tokenizer.pad_token_id
     pad = pad if pad is not None else processor.tokenizer.eos_token_id
     codes = []
@@ -127,10 +182,15 @@ def generate_image_codes(
         samples = [{"task": "generate_image", "history": context, "query": query}
                    for context, query in zip(contexts[start : start + batch_size], queries[start : start + batch_size])]
         inputs = _model_inputs(model, processor, samples)
+        processors = LogitsProcessorList([only_codes])
+        if copy_weight:
+            grids = context_code_grids(processor, contexts[start : start + batch_size])
+            processors.append(ContextCodeMixer(grids, processor.image_code_token_ids, copy_weight,
+                                               inputs["input_ids"].shape[1]))
         sampling = {"temperature": temperature, "top_k": top_k or 0} if do_sample else {}
         generated = model.generate(
             **inputs, max_new_tokens=num_codes, do_sample=do_sample,
-            logits_processor=only_codes, pad_token_id=pad, **sampling,
+            logits_processor=processors, pad_token_id=pad, **sampling,
         )
         new = generated[:, inputs["input_ids"].shape[1] :].cpu()
         codes += [processor.decode_image_codes(row, (1, num_codes)).flatten() for row in new]
@@ -149,12 +209,14 @@ def generate_item_images(
     do_sample: bool = True,
     temperature: float = 1.0,
     top_k: int | None = None,
+    copy_weight: float = 0.0,
     seed: int | None = None,
 ) -> list[Image.Image]:
     """`num_images` pictures of the item that the user with this `history` wants for `query`.
 
     With `retrieve` (the default), the context is the `num_retrieved` items that the model's search task finds
-    (best last, nearest the prompt); otherwise it is the user's own history. `seed` makes sampling repeatable.
+    (best last, nearest the prompt); otherwise it is the user's own history. `copy_weight` mixes the context items'
+    codes into each position's sampling (see `ContextCodeMixer`). `seed` makes sampling repeatable.
     """
     if processor.codebook_size != image_tokenizer.config.num_vq_embeddings:
         raise ValueError(
@@ -170,7 +232,7 @@ def generate_item_images(
     height, width = code_grid_size(image_tokenizer)
     codes = generate_image_codes(
         model, processor, [context] * num_images, [query] * num_images, height * width,
-        do_sample=do_sample, temperature=temperature, top_k=top_k,
+        do_sample=do_sample, temperature=temperature, top_k=top_k, copy_weight=copy_weight,
     )
     return decode_image_codes(image_tokenizer, codes, (height, width))
 
@@ -192,7 +254,9 @@ def image_grid(rows: Sequence[Sequence[Any]], scale: int = 3, padding: int = 2) 
 
 
 __all__ = [
+    "ContextCodeMixer",
     "ImageCodeLogitsProcessor",
+    "context_code_grids",
     "generate_image_codes",
     "generate_item_images",
     "image_grid",

@@ -10,6 +10,7 @@ from PIL import Image
 
 from processing_unimp import UniMPProcessor
 from processing_unimp.generation_unimp import (
+    ContextCodeMixer,
     ImageCodeLogitsProcessor,
     generate_image_codes,
     generate_item_images,
@@ -130,6 +131,22 @@ def test_constrained_generation_yields_exactly_one_grid_of_codes(model, processo
         ImageCodeLogitsProcessor([])
 
 
+def test_copy_weight_draws_each_code_from_the_context_items_at_that_position(model, processor, items):
+    codes = {item_id: torch.tensor(c) for item_id, c in zip(items["item_id"], items["image_codes"]) if c}
+    torch.manual_seed(0)
+    copied = generate_image_codes(model, processor, [["i1"], ["i0", "i3"], ["no-image"]], ["a", "b", "c"], 16,
+                                  copy_weight=1.0)
+    assert torch.equal(copied[0], codes["i1"])  # one context item: its codes exactly
+    assert all(int(code) in (int(codes["i0"][j]), int(codes["i3"][j])) for j, code in enumerate(copied[1]))
+    torch.manual_seed(0)
+    alone = generate_image_codes(model, processor, [["no-image"]], ["c"], 16)
+    torch.manual_seed(0)
+    mixed = generate_image_codes(model, processor, [["no-image"]], ["c"], 16, copy_weight=0.5)
+    assert torch.equal(alone, mixed)  # no codes in the context: the model alone
+    with pytest.raises(ValueError, match="copy_weight"):
+        ContextCodeMixer([codes["i0"][None]], processor.image_code_token_ids, 1.5, 0)
+
+
 def test_generate_item_images_end_to_end(model, processor, vq):
     history = ["i0", "i3", "i6"]
     images = generate_item_images(model, processor, vq, history, "bar", num_retrieved=2, num_images=2, seed=0)
@@ -193,6 +210,17 @@ def test_evaluate_image_generation_block():
     results = evaluate_image_generation(classifier, {"copy": images, "noise": noise}, images, classes, histories)
     assert set(results) == {"copy", "noise"} and set(results["copy"]) == {"fid", "consistency", "personalization"}
     assert results["copy"]["fid"] == pytest.approx(0.0, abs=1e-3) and results["noise"]["fid"] > results["copy"]["fid"]
+    paired = evaluate_image_generation(classifier, {"copy": images, "noise": noise}, images, classes, histories,
+                                       baseline="noise")
+    versus = paired["copy"]["vs_noise"]
+    assert "vs_noise" not in paired["noise"]
+    assert versus["fid_difference"] == pytest.approx(results["copy"]["fid"] - results["noise"]["fid"], abs=1e-3)
+    assert versus["fid_difference"] < -2 * versus["fid_difference_se"] < 0  # clearly better than noise
+    assert versus["consistency_difference"] == pytest.approx(
+        results["copy"]["consistency"] - results["noise"]["consistency"], abs=1e-3)
+    assert versus["personalization_difference_se"] > 0
+    with pytest.raises(ValueError, match="baseline 'nothing'"):
+        evaluate_image_generation(classifier, {"copy": images}, images, classes, histories, baseline="nothing")
     with pytest.raises(ValueError, match="`class`"):
         train_feature_classifier(images, {"style": classes}, channels=1, image_size=16)
 
@@ -218,6 +246,9 @@ def test_image_generation_benchmark_trains_the_recipe_and_reports_search_beside_
     assert len(UniMPProcessor.from_pretrained(saved).image_code_token_ids) == report["image_tokenizer"]["codebook_size"]
     # the saved model scored again on validation users (how sampling settings are chosen), without training
     again, _ = run_image_generation("fashion-shop", tmp_path / "again", model_dir=saved, eval_users=3,
-                                    split="validation", temperature=0.7, seed=0)
+                                    split="validation", temperature=0.7, copy_weight=0.5, seed=0)
     assert again["split"] == "validation" and again["num_users"] == 3 and "training" not in again
     assert set(again["image_generation"]) == set(METHODS) and "unimp" in again["search"]
+    assert {"fid_difference", "personalization_difference_se"} <= set(
+        again["image_generation"]["retrieve_then_generate"]["vs_no_retrieval"])
+    assert "vs_no_retrieval" not in again["image_generation"]["no_retrieval"]

@@ -129,18 +129,14 @@ def category_consistency(predicted: Sequence[int] | torch.Tensor, expected: Sequ
     return (predicted == expected).float().mean().item()
 
 
-def personalization_score(
+def personalization_wins(
     generated: torch.Tensor,
     histories: Sequence[torch.Tensor],
     num_random_users: int = 20,
     seed: int = 0,
-) -> float:
-    """How often a generated image is more similar to its user's history than to a random other user's history.
-
-    `generated` is `(n, d)` features (one image per user, centred), `histories[i]` the `(n_i, d)` features of user
-    i's history items. Similarity is the cosine to the history's mean feature; each user is compared with
-    `num_random_users` other users drawn with `seed`, ties count one half. 0.5 means no personalization.
-    """
+) -> torch.Tensor:
+    """Per user `(n,)`, how often the generated image is more similar to the user's history than to a random other
+    user's history (see `personalization_score`)."""
     if len(generated) != len(histories) or len(generated) < 2:
         raise ValueError(f"Need one history per generated image and at least 2 users; got {len(generated)} images "
                          f"and {len(histories)} histories.")
@@ -154,7 +150,51 @@ def personalization_score(
         others = others + (others >= user).long()  # skip the user themselves
         own, random = similarity[user, user], similarity[user, others]
         wins.append(((own > random).double() + 0.5 * (own == random).double()).mean())
-    return torch.stack(wins).mean().item()
+    return torch.stack(wins)
+
+
+def personalization_score(
+    generated: torch.Tensor,
+    histories: Sequence[torch.Tensor],
+    num_random_users: int = 20,
+    seed: int = 0,
+) -> float:
+    """How often a generated image is more similar to its user's history than to a random other user's history.
+
+    `generated` is `(n, d)` features (one image per user, centred), `histories[i]` the `(n_i, d)` features of user
+    i's history items. Similarity is the cosine to the history's mean feature; each user is compared with
+    `num_random_users` other users drawn with `seed`, ties count one half. 0.5 means no personalization.
+    """
+    return personalization_wins(generated, histories, num_random_users, seed).mean().item()
+
+
+def paired_differences(
+    method: Mapping[str, torch.Tensor],
+    baseline: Mapping[str, torch.Tensor],
+    reference_features: torch.Tensor,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Method minus baseline on the same users, each with a standard error: FID-style distance by a paired
+    bootstrap over users (both sets and the references resampled alike), consistency and personalization from the
+    per-user differences. `method`/`baseline` hold per-user `features`, `consistent` (0/1) and `wins`."""
+    users = len(reference_features)
+    generator = torch.Generator().manual_seed(seed)
+    fid_differences = []
+    for _ in range(resamples):
+        rows = torch.randint(users, (users,), generator=generator)
+        fid_differences.append(frechet_distance(method["features"][rows], reference_features[rows])
+                               - frechet_distance(baseline["features"][rows], reference_features[rows]))
+    differences = {"fid": frechet_distance(method["features"], reference_features)
+                   - frechet_distance(baseline["features"], reference_features)}
+    standard_errors = {"fid": torch.tensor(fid_differences).std().item()}
+    for name in ("consistent", "wins"):
+        per_user = method[name].double() - baseline[name].double()
+        differences[name] = per_user.mean().item()
+        standard_errors[name] = (per_user.std() / users**0.5).item()
+    names = {"fid": "fid", "consistent": "consistency", "wins": "personalization"}
+    return {**{f"{names[k]}_difference": round(v, 4) for k, v in differences.items()},
+            **{f"{names[k]}_difference_se": round(v, 4) for k, v in standard_errors.items()}}
 
 
 def evaluate_image_generation(
@@ -166,27 +206,37 @@ def evaluate_image_generation(
     center: torch.Tensor | None = None,
     num_random_users: int = 20,
     seed: int = 0,
-) -> dict[str, dict[str, float]]:
+    baseline: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """`{method: {"fid", "consistency", "personalization"}}` for sets of images, one image per evaluated user.
 
     `references` are the real images of what the users wanted (FID reference set), `query_classes` the class each
     query asks for, `histories[i]` user i's history images. `center` (e.g. the catalogue's mean feature) is
-    subtracted before cosine similarities; it defaults to the references' mean feature.
+    subtracted before cosine similarities; it defaults to the references' mean feature. With a `baseline` method,
+    every other method also gets `vs_<baseline>`: its paired differences with standard errors (`paired_differences`).
     """
     reference_features, _ = classifier.embed(list(references))
     center = reference_features.mean(0) if center is None else center
     history_features = [classifier.embed(list(images))[0] - center for images in histories]
-    results = {}
+    expected = torch.as_tensor(list(query_classes))
+    per_user, results = {}, {}
     for method, images in generated.items():
         if len(images) != len(references):
             raise ValueError(f"Method {method!r} has {len(images)} images for {len(references)} users.")
         features, predictions = classifier.embed(list(images))
+        per_user[method] = {"features": features, "consistent": (predictions["class"] == expected).long(),
+                            "wins": personalization_wins(features - center, history_features, num_random_users, seed)}
         results[method] = {
             "fid": round(frechet_distance(features, reference_features), 4),
-            "consistency": round(category_consistency(predictions["class"], query_classes), 4),
-            "personalization": round(personalization_score(features - center, history_features, num_random_users,
-                                                           seed), 4),
+            "consistency": round(category_consistency(predictions["class"], expected), 4),
+            "personalization": round(per_user[method]["wins"].mean().item(), 4),
         }
+    if baseline is not None:
+        if baseline not in per_user:
+            raise ValueError(f"The baseline {baseline!r} is not among the methods {sorted(per_user)}.")
+        for method in per_user.keys() - {baseline}:
+            results[method][f"vs_{baseline}"] = paired_differences(per_user[method], per_user[baseline],
+                                                                   reference_features, seed=seed)
     return results
 
 
@@ -195,6 +245,8 @@ __all__ = [
     "category_consistency",
     "evaluate_image_generation",
     "frechet_distance",
+    "paired_differences",
     "personalization_score",
+    "personalization_wins",
     "train_feature_classifier",
 ]

@@ -28,6 +28,7 @@ from processing_unimp.training.recipe import recent_history, select_tasks
 from processing_unimp.training.task_baselines import task_baselines
 
 METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item")
+BASELINE = "no_retrieval"  # what retrieval must beat: the same generation from the user's latest items
 
 
 def item_class_labels(items) -> list[int]:
@@ -48,20 +49,27 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """The three methods' scores as a markdown table."""
-    lines = ["| method | FID-style distance (lower is better) | class consistency | personalization |",
-             "|---|---:|---:|---:|"]
+    """The three methods' scores as a markdown table, with each method's paired difference to no retrieval."""
+    lines = ["| method | FID-style distance (lower is better) | class consistency | personalization "
+             f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         scores = results[method]
-        lines.append(f"| {method} | {scores['fid']:.3f} | {scores['consistency']:.3f} | {scores['personalization']:.3f} |")
+        versus = scores.get(f"vs_{BASELINE}")
+        paired = ("| – | – |" if versus is None else
+                  f"| {versus['fid_difference']:+.1f} ± {versus['fid_difference_se']:.1f} "
+                  f"| {versus['personalization_difference']:+.3f} ± {versus['personalization_difference_se']:.3f} |")
+        lines.append(f"| {method} | {scores['fid']:.3f} | {scores['consistency']:.3f} | {scores['personalization']:.3f} "
+                     + paired)
     return "\n".join(lines) + "\n"
 
 
 def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users: int, context_items: int, seed: int,
-                        temperature: float = 1.0, top_k: int = 0, history_items: int | None = None,
-                        split: str = "test") -> tuple[dict, list[list]]:
+                        temperature: float = 1.0, top_k: int = 0, copy_weight: float = 0.0,
+                        history_items: int | None = None, split: str = "test") -> tuple[dict, list[list]]:
     """Generate for `eval_users` users of `split` (their generate_image samples) by the three methods and score
-    them in a classifier's feature space (sampling settings are chosen on "validation").
+    them in a classifier's feature space (sampling settings, `copy_weight` among them, are chosen on "validation");
+    every method gets its paired difference to no retrieval, with standard errors.
 
     The search prompt that retrieves keeps the user's `history_items` latest items (None: all), as the model's
     search samples were trained. Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and
@@ -78,7 +86,7 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
         "retrieve_then_generate": [ranked[::-1] for ranked in retrieved],  # best last, nearest the prompt
         "no_retrieval": [history[-context_items:] for history in histories],
     }
-    sampling = {"temperature": temperature, "top_k": top_k}
+    sampling = {"temperature": temperature, "top_k": top_k, "copy_weight": copy_weight}
     catalogue = processor.catalogue
     generated = {}
     for method, method_contexts in contexts.items():
@@ -102,7 +110,7 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
         references=[catalogue[item_id]["image"] for item_id in targets],
         query_classes=[class_of[row_of[item_id]] for item_id in targets],
         histories=[[catalogue[h["item_id"]]["image"] for h in history] for history in histories],
-        center=center, seed=seed,
+        center=center, seed=seed, baseline=BASELINE,
     )
     retrieval = {
         "target_in_retrieved": round(sum(t in r for t, r in zip(targets, retrieved)) / len(tests), 4),
@@ -131,7 +139,7 @@ def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | No
                          train_vision_tower: bool = False, validation_users: int | None = 1000,
                          test_users: int | None = None, generate_contexts: str = "mixed",
                          eval_users: int = 150, context_items: int = 4,
-                         temperature: float = 0.5, top_k: int = 0, split: str = "test",
+                         temperature: float = 0.5, top_k: int = 0, copy_weight: float = 0.0, split: str = "test",
                          seed: int = 0) -> tuple[dict, list[list]]:
     """The image-generation benchmark: a VQ tokenizer (trained, or loaded from `image_tokenizer`), then the
     benchmark's UniMP recipe (`run_unimp`: packed recommend data plus `task_samples` search and generate_image
@@ -175,6 +183,7 @@ def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | No
     model.eval()
     evaluation, rows = evaluate_generation(model, processor, vq, data, dataset, eval_users=eval_users,
                                            context_items=context_items, seed=seed, temperature=temperature,
-                                           top_k=top_k, history_items=context_items, split=split)
+                                           top_k=top_k, copy_weight=copy_weight, history_items=context_items,
+                                           split=split)
     search = search_ranking(model, processor, data, context_items, split, seed=seed)
     return {**evaluation, "search": search, **report}, rows
