@@ -32,7 +32,7 @@ import json
 import time
 from pathlib import Path
 
-from processing_unimp.generation_unimp import image_grid
+from processing_unimp.generation_unimp import SAMPLING, image_grid
 from processing_unimp.training.image_generation import markdown_table, run_image_generation
 
 
@@ -61,12 +61,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--context-items", type=int, default=4,
                         help="Items in a generate_image context: retrieved ones, or the most recent history items.")
     parser.add_argument("--eval-users", type=int, default=150, help="test users images are generated for")
-    parser.add_argument("--temperature", type=float, default=0.5,
+    parser.add_argument("--temperature", type=float, default=SAMPLING["temperature"],
                         help="code sampling temperature (chosen on validation)")
     parser.add_argument("--top-k", type=int, default=0, help="Sample among the k most likely codes (0: all).")
-    parser.add_argument("--copy-weight", type=float, default=0.0,
+    parser.add_argument("--copy-weight", type=float, default=SAMPLING["copy_weight"],
                         help="weight of the context items' codes mixed into each position's sampling, for both "
-                             "generating methods (0: the model alone)")
+                             "generating methods (0: the model alone; the default was chosen on validation)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 

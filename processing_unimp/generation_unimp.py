@@ -26,6 +26,8 @@ from .image_processing_unimp import load_rgb_image
 from .schema_unimp import item_id_of
 
 _PROMPT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_mask")
+SAMPLING = {"temperature": 0.5, "copy_weight": 0.25}
+"""Retrieve-then-generate's default sampling, chosen on fashion-shop validation users (README, Image generation)."""
 
 
 class ImageCodeLogitsProcessor(LogitsProcessor):
@@ -54,7 +56,7 @@ class ContextCodeMixer(LogitsProcessor):
                  prompt_length: int):
         if not 0 <= weight <= 1:
             raise ValueError(f"`copy_weight` must lie in [0, 1], got {weight}.")
-        num_codes = max((len(codes[0]) for codes in context_codes if len(codes)), default=0)
+        num_codes = max((codes.shape[1] for codes in context_codes), default=0)
         self.prior = torch.zeros(len(context_codes), num_codes, len(code_token_ids))
         for row, codes in enumerate(context_codes):  # codes: (items, num_codes) code indices
             if len(codes):
@@ -75,8 +77,9 @@ class ContextCodeMixer(LogitsProcessor):
         return mixed.log().to(scores.dtype)
 
 
-def context_code_grids(processor, contexts: Sequence[Sequence[Any]]) -> list[torch.Tensor]:
-    """Per context, the `(items, h*w)` image codes of its items that have codes (inline, else the catalogue's)."""
+def context_code_grids(processor, contexts: Sequence[Sequence[Any]], num_codes: int) -> list[torch.Tensor]:
+    """Per context, the `(items, num_codes)` image codes of its items that have a grid of that size (inline codes,
+    else the catalogue's); codes of another grid cannot be aligned with the generated one and are left out."""
     grids = []
     for context in contexts:
         rows = []
@@ -85,9 +88,12 @@ def context_code_grids(processor, contexts: Sequence[Sequence[Any]]) -> list[tor
             item_id = item_id_of(reference)
             if codes is None and processor.catalogue is not None and item_id in processor.catalogue:
                 codes = processor.catalogue[item_id].get("image_codes")
-            if codes is not None:
-                rows.append(torch.as_tensor(codes, dtype=torch.long).flatten())
-        grids.append(torch.stack(rows) if rows else torch.zeros(0, 0, dtype=torch.long))
+            if codes is None:
+                continue
+            codes = torch.as_tensor(codes, dtype=torch.long).flatten()
+            if len(codes) == num_codes:
+                rows.append(codes)
+        grids.append(torch.stack(rows) if rows else torch.zeros(0, num_codes, dtype=torch.long))
     return grids
 
 
@@ -184,7 +190,7 @@ def generate_image_codes(
         inputs = _model_inputs(model, processor, samples)
         processors = LogitsProcessorList([only_codes])
         if copy_weight:
-            grids = context_code_grids(processor, contexts[start : start + batch_size])
+            grids = context_code_grids(processor, contexts[start : start + batch_size], num_codes)
             processors.append(ContextCodeMixer(grids, processor.image_code_token_ids, copy_weight,
                                                inputs["input_ids"].shape[1]))
         sampling = {"temperature": temperature, "top_k": top_k or 0} if do_sample else {}
@@ -207,16 +213,17 @@ def generate_item_images(
     retrieve: bool = True,
     num_images: int = 1,
     do_sample: bool = True,
-    temperature: float = 1.0,
+    temperature: float = SAMPLING["temperature"],
     top_k: int | None = None,
-    copy_weight: float = 0.0,
+    copy_weight: float = SAMPLING["copy_weight"],
     seed: int | None = None,
 ) -> list[Image.Image]:
     """`num_images` pictures of the item that the user with this `history` wants for `query`.
 
     With `retrieve` (the default), the context is the `num_retrieved` items that the model's search task finds
     (best last, nearest the prompt); otherwise it is the user's own history. `copy_weight` mixes the context items'
-    codes into each position's sampling (see `ContextCodeMixer`). `seed` makes sampling repeatable.
+    codes into each position's sampling (see `ContextCodeMixer`); the defaults are `SAMPLING`. `seed` makes sampling
+    repeatable.
     """
     if processor.codebook_size != image_tokenizer.config.num_vq_embeddings:
         raise ValueError(

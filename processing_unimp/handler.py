@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import pipeline
 
 PARAMETERS = ("task", "query", "target", "candidates", "top_k", "exclude_seen", "num_selected", "num_beams",
-              "max_new_tokens", "num_images", "seed", "batch_size")  # fmt: skip
+              "max_new_tokens", "num_images", "seed", "temperature", "copy_weight", "batch_size")  # fmt: skip
 """The pipeline parameters a request may set; anything else (e.g. a way to fetch URLs) is refused."""
 PARAMETER_LIMITS = {"top_k": 100, "num_beams": 8, "max_new_tokens": 64, "num_images": 4, "batch_size": 16}
 """The largest value a request may give each of these parameters, so that one request cannot hold the server."""

@@ -35,6 +35,12 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
 def _slot_subsets(slot_ids: Sequence[int]) -> list[tuple[int, ...]]:
     """Every valid selection answer: a non-empty set of candidate slots, in slot order (as the templates write it)."""
     return [subset for size in range(1, len(slot_ids) + 1) for subset in itertools.combinations(slot_ids, size)]
@@ -61,7 +67,8 @@ class PersonalizationPipeline(Pipeline):
           `score` is the candidate's probability among the candidates. With `num_selected=k` the `k` best are
           taken; by default the model decides how many, by trie-constrained beam search (`num_beams`).
         - `generate_image` (needs `query`): a list of `num_images` (default 1) PIL images, sampled (`seed` makes
-          them repeatable) and decoded by the model's VQ image tokenizer, after retrieving the items that match.
+          them repeatable; `temperature` and `copy_weight` as in `generation_unimp.generate_item_images`) and
+          decoded by the model's VQ image tokenizer, after retrieving the items that match.
 
     A batch (a list of request dicts, or `history=` a list of histories) returns one output per request; a request
     that is invalid gives `{"error": message, "error_type": name}` in its place while the others still run. A single
@@ -117,6 +124,8 @@ class PersonalizationPipeline(Pipeline):
         max_new_tokens: int | None = None,
         num_images: int | None = None,
         seed: int | None = None,
+        temperature: float | None = None,
+        copy_weight: float | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """Check the call's parameters (errors here concern every request) and route them to the three steps."""
         if task is not None:
@@ -129,9 +138,13 @@ class PersonalizationPipeline(Pipeline):
             raise TypeError(f"`exclude_seen` must be True or False, got {exclude_seen!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        if temperature is not None and _number("temperature", temperature) <= 0:
+            raise ValueError(f"`temperature` must be above 0, got {temperature}.")
+        if copy_weight is not None and not 0 <= _number("copy_weight", copy_weight) <= 1:
+            raise ValueError(f"`copy_weight` must be in [0, 1], got {copy_weight}.")
         preprocess = {"task": task, "query": query, "target": target, "candidates": candidates}
         forward = {"num_selected": num_selected, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
-                   "num_images": num_images, "seed": seed}
+                   "num_images": num_images, "seed": seed, "temperature": temperature, "copy_weight": copy_weight}
         postprocess = {"top_k": top_k, "exclude_seen": exclude_seen, "num_selected": num_selected}
         return tuple({k: v for k, v in params.items() if v is not None} for params in (preprocess, forward, postprocess))
 
@@ -300,11 +313,12 @@ class PersonalizationPipeline(Pipeline):
         max_new_tokens: int = 32,
         num_images: int = 1,
         seed: int | None = None,
+        **sampling: float,
     ) -> dict[str, Any]:
         """One forward pass to `<answer>`; rate_explain then generates the explanation, select may beam-search."""
         task, samples = batch["task"], batch["samples"]
         if task == "generate_image":
-            images = [self._generate_images(sample, num_images, seed) for sample in samples]
+            images = [self._generate_images(sample, num_images, seed, **sampling) for sample in samples]
             return {"task": task, "samples": samples, "images": images}
         inputs = batch["inputs"]
         output = self.model(**inputs, logits_to_keep=1)
@@ -379,13 +393,15 @@ class PersonalizationPipeline(Pipeline):
             self._image_tokenizer = load_image_tokenizer(path, subfolder=IMAGE_TOKENIZER_FOLDER)
         return self._image_tokenizer
 
-    def _generate_images(self, sample: dict[str, Any], num_images: int, seed: int | None) -> list[Any]:
-        """Retrieve-then-generate (see `generation_unimp.generate_item_images`): PIL images for the query."""
+    def _generate_images(self, sample: dict[str, Any], num_images: int, seed: int | None, **sampling: float) -> list[Any]:
+        """Retrieve-then-generate (see `generation_unimp.generate_item_images`; `sampling`: its `temperature` and
+        `copy_weight`): PIL images for the query."""
         from .generation_unimp import generate_item_images
 
         tokenizer = self._load_image_tokenizer()
         return generate_item_images(
-            self.model, self.processor, tokenizer, sample["history"], sample["query"], num_images=num_images, seed=seed
+            self.model, self.processor, tokenizer, sample["history"], sample["query"], num_images=num_images, seed=seed,
+            **sampling,
         )
 
     # ----------------------------------------------------------------- postprocessing

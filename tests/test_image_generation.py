@@ -210,14 +210,19 @@ def test_evaluate_image_generation_block():
     results = evaluate_image_generation(classifier, {"copy": images, "noise": noise}, images, classes, histories)
     assert set(results) == {"copy", "noise"} and set(results["copy"]) == {"fid", "consistency", "personalization"}
     assert results["copy"]["fid"] == pytest.approx(0.0, abs=1e-3) and results["noise"]["fid"] > results["copy"]["fid"]
-    paired = evaluate_image_generation(classifier, {"copy": images, "noise": noise}, images, classes, histories,
-                                       baseline="noise")
+    styled, _ = train_feature_classifier(images, {"class": classes, "style": [n % 3 for n in range(30)]},
+                                         channels=1, image_size=16, epochs=3)
+    paired = evaluate_image_generation(styled, {"copy": images, "noise": noise}, images, classes, histories,
+                                       baseline="noise", target_styles=[n % 3 for n in range(30)])
+    assert paired["copy"]["style_consistency"] > paired["noise"]["style_consistency"]
     versus = paired["copy"]["vs_noise"]
+    assert versus["style_consistency_difference"] == pytest.approx(
+        paired["copy"]["style_consistency"] - paired["noise"]["style_consistency"], abs=1e-3)
     assert "vs_noise" not in paired["noise"]
-    assert versus["fid_difference"] == pytest.approx(results["copy"]["fid"] - results["noise"]["fid"], abs=1e-3)
+    assert versus["fid_difference"] == pytest.approx(paired["copy"]["fid"] - paired["noise"]["fid"], abs=1e-3)
     assert versus["fid_difference"] < -2 * versus["fid_difference_se"] < 0  # clearly better than noise
     assert versus["consistency_difference"] == pytest.approx(
-        results["copy"]["consistency"] - results["noise"]["consistency"], abs=1e-3)
+        paired["copy"]["consistency"] - paired["noise"]["consistency"], abs=1e-3)
     assert versus["personalization_difference_se"] > 0
     with pytest.raises(ValueError, match="baseline 'nothing'"):
         evaluate_image_generation(classifier, {"copy": images}, images, classes, histories, baseline="nothing")

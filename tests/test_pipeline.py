@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import random
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -68,6 +69,9 @@ def test_every_task(pipe):
 
     images = pipe(history=["A1", "B2"], task="generate_image", query="red shoes", num_images=2, seed=0)
     assert len(images) == 2 and all(isinstance(image, Image.Image) for image in images)
+    tuned = pipe(history=["A1", "B2"], task="generate_image", query="red shoes", num_images=2, seed=0,
+                 temperature=1.0, copy_weight=0.0)  # the sampling settings reach the generator
+    assert [np.asarray(image).tolist() for image in tuned] != [np.asarray(image).tolist() for image in images]
 
 
 def test_inline_item_dicts_override_the_catalogue(pipe, tmp_path):
@@ -125,6 +129,10 @@ def assert_same_items(first: list[dict], second: list[dict]) -> None:
         ({"history": ["A1"], "top_k": 0}, ValueError, "`top_k` must be a positive integer"),
         ({"history": ["A1"], "top_k": "5"}, TypeError, "`top_k` must be a positive integer"),
         ({"history": ["A1"], "exclude_seen": "yes"}, TypeError, "`exclude_seen`"),
+        ({"history": ["A1"], "task": "generate_image", "query": "red", "temperature": 0}, ValueError, "`temperature`"),
+        ({"history": ["A1"], "task": "generate_image", "query": "red", "copy_weight": 2}, ValueError, "`copy_weight`"),
+        ({"history": ["A1"], "task": "generate_image", "query": "red", "copy_weight": "all"}, TypeError,
+         "`copy_weight` must be a number"),
         ({"history": ["A1"], "batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
         ({"history": [{"item_id": "A1", "image": "/no/such/image.png"}]}, ValueError, "Item 'A1': field `image`"),
         ({"history": [{"item_id": "C3", "image": {"bytes": b"not a png"}}]}, ValueError, "Item 'C3': field `image`"),

@@ -177,7 +177,8 @@ def paired_differences(
 ) -> dict[str, float]:
     """Method minus baseline on the same users, each with a standard error: FID-style distance by a paired
     bootstrap over users (both sets and the references resampled alike), consistency and personalization from the
-    per-user differences. `method`/`baseline` hold per-user `features`, `consistent` (0/1) and `wins`."""
+    per-user differences. `method`/`baseline` hold per-user `features`, `consistent` (0/1), `wins` and optionally
+    `same_style` (0/1)."""
     users = len(reference_features)
     generator = torch.Generator().manual_seed(seed)
     fid_differences = []
@@ -188,11 +189,13 @@ def paired_differences(
     differences = {"fid": frechet_distance(method["features"], reference_features)
                    - frechet_distance(baseline["features"], reference_features)}
     standard_errors = {"fid": torch.tensor(fid_differences).std().item()}
-    for name in ("consistent", "wins"):
+    for name in ("consistent", "wins", "same_style"):
+        if name not in method:
+            continue
         per_user = method[name].double() - baseline[name].double()
         differences[name] = per_user.mean().item()
         standard_errors[name] = (per_user.std() / users**0.5).item()
-    names = {"fid": "fid", "consistent": "consistency", "wins": "personalization"}
+    names = {"fid": "fid", "consistent": "consistency", "wins": "personalization", "same_style": "style_consistency"}
     return {**{f"{names[k]}_difference": round(v, 4) for k, v in differences.items()},
             **{f"{names[k]}_difference_se": round(v, 4) for k, v in standard_errors.items()}}
 
@@ -207,11 +210,14 @@ def evaluate_image_generation(
     num_random_users: int = 20,
     seed: int = 0,
     baseline: str | None = None,
+    target_styles: Sequence[int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`{method: {"fid", "consistency", "personalization"}}` for sets of images, one image per evaluated user.
 
     `references` are the real images of what the users wanted (FID reference set), `query_classes` the class each
-    query asks for, `histories[i]` user i's history images. `center` (e.g. the catalogue's mean feature) is
+    query asks for, `histories[i]` user i's history images. With `target_styles` (the wanted items' hidden styles;
+    the classifier needs a `style` head) each method also gets `style_consistency`: how often the generated image's
+    predicted style is the wanted item's, the personal part of what a query for a class leaves open. `center` (e.g. the catalogue's mean feature) is
     subtracted before cosine similarities; it defaults to the references' mean feature. With a `baseline` method,
     every other method also gets `vs_<baseline>`: its paired differences with standard errors (`paired_differences`).
     """
@@ -231,6 +237,10 @@ def evaluate_image_generation(
             "consistency": round(category_consistency(predictions["class"], expected), 4),
             "personalization": round(per_user[method]["wins"].mean().item(), 4),
         }
+        if target_styles is not None:
+            same_style = predictions["style"] == torch.as_tensor(list(target_styles))
+            per_user[method]["same_style"] = same_style.long()
+            results[method]["style_consistency"] = round(same_style.double().mean().item(), 4)
     if baseline is not None:
         if baseline not in per_user:
             raise ValueError(f"The baseline {baseline!r} is not among the methods {sorted(per_user)}.")

@@ -12,7 +12,7 @@ import torch
 
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset
-from processing_unimp.generation_unimp import generate_image_codes, retrieve_items
+from processing_unimp.generation_unimp import SAMPLING, generate_image_codes, retrieve_items
 from processing_unimp.image_codes_unimp import (
     IMAGE_TOKENIZER_FOLDER,
     code_grid_size,
@@ -50,23 +50,25 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """The three methods' scores as a markdown table, with each method's paired difference to no retrieval."""
-    lines = ["| method | FID-style distance (lower is better) | class consistency | personalization "
+    lines = ["| method | FID-style distance (lower is better) | class consistency | personalization | style consistency "
              f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         scores = results[method]
+        style = f"{scores['style_consistency']:.3f}" if "style_consistency" in scores else "–"
         versus = scores.get(f"vs_{BASELINE}")
-        paired = ("| – | – |" if versus is None else
-                  f"| {versus['fid_difference']:+.1f} ± {versus['fid_difference_se']:.1f} "
-                  f"| {versus['personalization_difference']:+.3f} ± {versus['personalization_difference_se']:.3f} |")
+        paired = ("– | –" if versus is None else
+                  f"{versus['fid_difference']:+.1f} ± {versus['fid_difference_se']:.1f} "
+                  f"| {versus['personalization_difference']:+.3f} ± {versus['personalization_difference_se']:.3f}")
         lines.append(f"| {method} | {scores['fid']:.3f} | {scores['consistency']:.3f} | {scores['personalization']:.3f} "
-                     + paired)
+                     f"| {style} | {paired} |")
     return "\n".join(lines) + "\n"
 
 
 def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users: int, context_items: int, seed: int,
-                        temperature: float = 1.0, top_k: int = 0, copy_weight: float = 0.0,
-                        history_items: int | None = None, split: str = "test") -> tuple[dict, list[list]]:
+                        temperature: float = SAMPLING["temperature"], top_k: int = 0,
+                        copy_weight: float = SAMPLING["copy_weight"], history_items: int | None = None,
+                        split: str = "test") -> tuple[dict, list[list]]:
     """Generate for `eval_users` users of `split` (their generate_image samples) by the three methods and score
     them in a classifier's feature space (sampling settings, `copy_weight` among them, are chosen on "validation");
     every method gets its paired difference to no retrieval, with standard errors.
@@ -111,6 +113,7 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
         query_classes=[class_of[row_of[item_id]] for item_id in targets],
         histories=[[catalogue[h["item_id"]]["image"] for h in history] for history in histories],
         center=center, seed=seed, baseline=BASELINE,
+        target_styles=None if styles is None else [styles[row_of[item_id]] for item_id in targets],
     )
     retrieval = {
         "target_in_retrieved": round(sum(t in r for t, r in zip(targets, retrieved)) / len(tests), 4),
@@ -139,7 +142,8 @@ def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | No
                          train_vision_tower: bool = False, validation_users: int | None = 1000,
                          test_users: int | None = None, generate_contexts: str = "mixed",
                          eval_users: int = 150, context_items: int = 4,
-                         temperature: float = 0.5, top_k: int = 0, copy_weight: float = 0.0, split: str = "test",
+                         temperature: float = SAMPLING["temperature"], top_k: int = 0,
+                         copy_weight: float = SAMPLING["copy_weight"], split: str = "test",
                          seed: int = 0) -> tuple[dict, list[list]]:
     """The image-generation benchmark: a VQ tokenizer (trained, or loaded from `image_tokenizer`), then the
     benchmark's UniMP recipe (`run_unimp`: packed recommend data plus `task_samples` search and generate_image
