@@ -95,6 +95,9 @@ def test_images_and_parameters_are_bounded(handler, bomb_png, loopback_server):
         handler(
             {"inputs": {"history": ["A1"], "query": "hat"}, "parameters": {"task": "generate_image", "num_images": 500}}
         )
+    with pytest.raises(ValueError, match="`copy_weight` must be in \\[0, 1\\]"):  # sampling settings reach the pipeline
+        handler({"inputs": {"history": ["A1"], "query": "hat"},
+                 "parameters": {"task": "generate_image", "temperature": 0.7, "copy_weight": 3}})
     with pytest.raises(TypeError, match='"parameters" must be an object'):
         handler({"inputs": {"history": ["A1"]}, "parameters": ["top_k"]})
     with pytest.raises(ValueError, match='needs "inputs"'):
