@@ -50,9 +50,9 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """The three methods' scores as a markdown table, with each method's paired difference to no retrieval."""
-    lines = ["| method | FID-style distance (lower is better) | class consistency | personalization | style consistency "
-             f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| method | FID-style distance (lower is better) | class consistency | personalization | style consistency "
+              f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         scores = results[method]
         style = f"{scores['style_consistency']:.3f}" if "style_consistency" in scores else "–"
