@@ -175,10 +175,10 @@ def paired_differences(
     resamples: int = 200,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Method minus baseline on the same users, each with a standard error: FID-style distance by a paired
-    bootstrap over users (both sets and the references resampled alike), consistency and personalization from the
-    per-user differences. `method`/`baseline` hold per-user `features`, `consistent` (0/1), `wins` and optionally
-    `same_style` (0/1)."""
+    """Method minus baseline on the same users, each with a standard error. `method`/`baseline` hold the per-user
+    `features` and, under each other measure's name, per-user values whose mean is that measure. The FID-style
+    distance's error comes from a paired bootstrap over users (both sets and the references resampled alike), the
+    others' from the per-user differences."""
     users = len(reference_features)
     generator = torch.Generator().manual_seed(seed)
     fid_differences = []
@@ -186,18 +186,14 @@ def paired_differences(
         rows = torch.randint(users, (users,), generator=generator)
         fid_differences.append(frechet_distance(method["features"][rows], reference_features[rows])
                                - frechet_distance(baseline["features"][rows], reference_features[rows]))
-    differences = {"fid": frechet_distance(method["features"], reference_features)
-                   - frechet_distance(baseline["features"], reference_features)}
-    standard_errors = {"fid": torch.tensor(fid_differences).std().item()}
-    for name in ("consistent", "wins", "same_style"):
-        if name not in method:
-            continue
+    differences = {"fid": (frechet_distance(method["features"], reference_features)
+                           - frechet_distance(baseline["features"], reference_features),
+                           torch.tensor(fid_differences).std().item())}
+    for name in method.keys() - {"features"}:
         per_user = method[name].double() - baseline[name].double()
-        differences[name] = per_user.mean().item()
-        standard_errors[name] = (per_user.std() / users**0.5).item()
-    names = {"fid": "fid", "consistent": "consistency", "wins": "personalization", "same_style": "style_consistency"}
-    return {**{f"{names[k]}_difference": round(v, 4) for k, v in differences.items()},
-            **{f"{names[k]}_difference_se": round(v, 4) for k, v in standard_errors.items()}}
+        differences[name] = per_user.mean().item(), (per_user.std() / users**0.5).item()
+    return {key: round(value, 4) for name, (difference, error) in sorted(differences.items())
+            for key, value in ((f"{name}_difference", difference), (f"{name}_difference_se", error))}
 
 
 def evaluate_image_generation(
@@ -215,11 +211,12 @@ def evaluate_image_generation(
     """`{method: {"fid", "consistency", "personalization"}}` for sets of images, one image per evaluated user.
 
     `references` are the real images of what the users wanted (FID reference set), `query_classes` the class each
-    query asks for, `histories[i]` user i's history images. With `target_styles` (the wanted items' hidden styles;
-    the classifier needs a `style` head) each method also gets `style_consistency`: how often the generated image's
-    predicted style is the wanted item's, the personal part of what a query for a class leaves open. `center` (e.g. the catalogue's mean feature) is
-    subtracted before cosine similarities; it defaults to the references' mean feature. With a `baseline` method,
-    every other method also gets `vs_<baseline>`: its paired differences with standard errors (`paired_differences`).
+    query asks for, `histories[i]` user i's history images. `center` (e.g. the catalogue's mean feature) is
+    subtracted before cosine similarities; it defaults to the references' mean feature. With `target_styles` (the
+    wanted items' hidden styles; the classifier needs a `style` head) each method also gets `style_consistency`:
+    how often the generated image's predicted style is the wanted item's, the personal part that a query for a
+    class leaves open. With a `baseline` method, every other method also gets `vs_<baseline>`: its paired
+    differences with standard errors (`paired_differences`).
     """
     reference_features, _ = classifier.embed(list(references))
     center = reference_features.mean(0) if center is None else center
@@ -230,17 +227,17 @@ def evaluate_image_generation(
         if len(images) != len(references):
             raise ValueError(f"Method {method!r} has {len(images)} images for {len(references)} users.")
         features, predictions = classifier.embed(list(images))
-        per_user[method] = {"features": features, "consistent": (predictions["class"] == expected).long(),
-                            "wins": personalization_wins(features - center, history_features, num_random_users, seed)}
-        results[method] = {
-            "fid": round(frechet_distance(features, reference_features), 4),
-            "consistency": round(category_consistency(predictions["class"], expected), 4),
-            "personalization": round(per_user[method]["wins"].mean().item(), 4),
+        per_user[method] = {  # per-user values, each measure their mean
+            "consistency": (predictions["class"] == expected).double(),
+            "personalization": personalization_wins(features - center, history_features, num_random_users, seed),
         }
         if target_styles is not None:
-            same_style = predictions["style"] == torch.as_tensor(list(target_styles))
-            per_user[method]["same_style"] = same_style.long()
-            results[method]["style_consistency"] = round(same_style.double().mean().item(), 4)
+            per_user[method]["style_consistency"] = (predictions["style"] == torch.as_tensor(list(target_styles))).double()
+        results[method] = {"fid": round(frechet_distance(features, reference_features), 4),
+                           **{name: round(values.mean().item(), 4) for name, values in per_user[method].items()},
+                           # the same mean, with the check that there is one query class per image
+                           "consistency": round(category_consistency(predictions["class"], expected), 4)}
+        per_user[method]["features"] = features
     if baseline is not None:
         if baseline not in per_user:
             raise ValueError(f"The baseline {baseline!r} is not among the methods {sorted(per_user)}.")
