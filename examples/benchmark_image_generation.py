@@ -32,6 +32,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from processing_unimp.generation_unimp import SAMPLING, image_grid
 from processing_unimp.training.image_generation import markdown_table, run_image_generation
 
@@ -73,6 +75,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    print(f"seed {args.seed}, torch threads {torch.get_num_threads()} (the feature classifier and the sampled codes "
+          "depend on both)")
     start = time.perf_counter()
     report, rows = run_image_generation(
         args.dataset, args.output_dir, model_dir=args.model, image_tokenizer=args.image_tokenizer,
@@ -83,6 +87,7 @@ def main() -> None:
         copy_weight=args.copy_weight, split=args.split, seed=args.seed,
     )
     report["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    report["torch_threads"] = torch.get_num_threads()
     report["seconds"] = round(time.perf_counter() - start, 1)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "image_generation.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -90,7 +95,7 @@ def main() -> None:
     image_grid(rows).save(args.output_dir / "image_generation_grid.png")
     print(markdown_table(report["image_generation"]))
     print(json.dumps({key: report.get(key) for key in ("retrieval", "search", "feature_classifier", "training",
-                                                       "seconds")}, indent=2))
+                                                       "torch_threads", "seconds")}, indent=2))
 
 
 if __name__ == "__main__":
