@@ -103,7 +103,7 @@ sys.path.insert(0, str(REPO))
 
 from processing_unimp.data.builders import load_unimp_dataset, run_builder  # noqa: E402
 from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
-from processing_unimp.training.metrics import ranking_by_frequency, rating_metrics  # noqa: E402
+from processing_unimp.training.metrics import ranking_by_frequency, ranking_metrics, rating_metrics  # noqa: E402
 from processing_unimp.training.recipe import recent_history  # noqa: E402
 from processing_unimp.training.task_baselines import user_mean_ratings  # noqa: E402
 
@@ -378,20 +378,14 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray) -
 
 
 def ranking_row(ranks: np.ndarray, label: str, target_counts: np.ndarray) -> dict:
-    """HR/NDCG@5/10/20, MRR@10 and the standard error of NDCG@10 over users, and NDCG@10 and HR@10 per bucket of the
-    targets' train interactions (`target_counts`), as the benchmark reports its models."""
-    ranks = np.asarray(ranks, dtype=float)
-    row: dict = {"label": label, "users": int(len(ranks))}
-    for k in CUTOFFS:
-        row[f"HR@{k}"] = float((ranks <= k).mean())
-    for k in CUTOFFS:
-        row[f"NDCG@{k}"] = float(np.where(ranks <= k, 1 / np.log2(ranks + 1), 0.0).mean())
-    row["MRR@10"] = float(np.where(ranks <= 10, 1 / ranks, 0.0).mean())
-    ndcg = np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0)
-    row["NDCG@10_se"] = float(ndcg.std(ddof=1) / np.sqrt(len(ndcg)))
-    buckets = ranking_by_frequency(torch.as_tensor(ranks), target_counts.astype(int).tolist())
+    """HR/NDCG@5/10/20, MRR@10 and the standard error of NDCG@10 over users (the package's `ranking_metrics`), and
+    NDCG@10 and HR@10 per bucket of the targets' train interactions (`target_counts`), as the benchmark reports."""
+    metrics = ranking_metrics(torch.as_tensor(ranks, dtype=torch.float64), CUTOFFS)
+    keys = [f"{name}@{k}" for name in ("HR", "NDCG") for k in CUTOFFS] + ["MRR@10", "NDCG@10_se"]
+    row: dict = {"label": label, "users": metrics["num_users"], **{key: metrics[key] for key in keys}}
+    buckets = ranking_by_frequency(torch.as_tensor(ranks, dtype=torch.float64), target_counts.astype(int).tolist())
     row["by_target_frequency"] = {bucket: {key: round(value, 5) if isinstance(value, float) else value
-                                           for key, value in metrics.items()} for bucket, metrics in buckets.items()}
+                                           for key, value in values.items()} for bucket, values in buckets.items()}
     return {key: round(value, 5) if isinstance(value, float) else value for key, value in row.items()}
 
 
