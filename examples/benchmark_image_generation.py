@@ -10,11 +10,13 @@
    gets catalogue items matching its query instead, a stand-in for what retrieval gives at inference); the vision
    tower frozen with cached features unless `--train-vision-tower`. Its test search ranking is reported beside the
    images: retrieval can only help once search ranks.
-3. For test users (their generate_image samples) it makes one image per user three ways:
+3. For test users (their generate_image samples) it generates one image per user two ways:
    - retrieve_then_generate: the model's search task ranks the catalogue for the user's history and query, the
      top `--context-items` items become the context, and the model generates the codes (`generation_unimp`);
    - no_retrieval: the same generation from the user's `--context-items` most recent history items;
-   - nearest_item: the real image of the top retrieved item.
+   and scores reference image sets beside them, to show what each measure rewards: the real images of the top
+   retrieved item (nearest_item) and of the user's latest history item, the wanted item through the VQ tokenizer
+   (the best any code generator can do) and the wanted item itself.
 4. Scores them in the feature space of a CNN trained on the catalogue images (class and, when the dataset has
    `preference_model.json`, hidden visual style heads): FID-style distance to the users' real target images,
    class consistency with the query, and personalization (own history vs. random users' histories).

@@ -45,35 +45,50 @@ class ImageCodeLogitsProcessor(LogitsProcessor):
 
 
 class ContextCodeMixer(LogitsProcessor):
-    """A position-aligned copy prior: mixes the model's next-code probabilities with the share of the row's context
-    items that have each code at the grid position being generated (a pointer mixture in the spirit of kNN-LM).
+    """A position-aligned copy prior that follows one context item: mixes the model's next-code probabilities with
+    the context items' codes at the grid position being generated, each item weighted by how well it explains the
+    codes drawn so far (a pointer mixture in the spirit of kNN-LM, with a posterior over which item is copied).
 
-    p = (1 - weight) * softmax(scores) + weight * prior; rows whose context has no codes keep the model's
-    probabilities. Sampling warpers (temperature, top-k) apply to the mixture. Run it after `ImageCodeLogitsProcessor`.
+    Item i's own model of a code is q_i = (1 - weight) * p_model + weight * [code is item i's code here]; items
+    start equally likely and their weights are the posterior given the drawn prefix, so the picture keeps to one
+    item's layout instead of patching positions from several. p = (1 - weight) * p_model + weight * sum_i
+    posterior_i * [code is item i's]; rows whose context has no codes keep the model's probabilities. Sampling
+    warpers (temperature, top-k) apply to the mixture. Run it after `ImageCodeLogitsProcessor`.
     """
 
     def __init__(self, context_codes: Sequence[torch.Tensor], code_token_ids: Sequence[int], weight: float,
                  prompt_length: int):
         if not 0 <= weight <= 1:
             raise ValueError(f"`copy_weight` must lie in [0, 1], got {weight}.")
+        items = max((len(codes) for codes in context_codes), default=0)
         num_codes = max((codes.shape[1] for codes in context_codes), default=0)
-        self.prior = torch.zeros(len(context_codes), num_codes, len(code_token_ids))
-        for row, codes in enumerate(context_codes):  # codes: (items, num_codes) code indices
-            if len(codes):
-                self.prior[row].scatter_add_(1, codes.T, torch.full(codes.T.shape, 1.0 / len(codes)))
+        self.codes = torch.zeros(len(context_codes), items, num_codes, dtype=torch.long)  # code indices, padded
+        self.log_posterior = torch.full((len(context_codes), items), float("-inf"))
+        for row, codes in enumerate(context_codes):  # codes: (items, num_codes)
+            self.codes[row, : len(codes)] = codes
+            self.log_posterior[row, : len(codes)] = 0.0
         self.weight = torch.tensor([weight if len(codes) else 0.0 for codes in context_codes])
         self.code_token_ids = torch.tensor(list(code_token_ids), dtype=torch.long)
         self.prompt_length = prompt_length
+        self.previous: torch.Tensor | None = None  # the model's code probabilities at the last step
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length
-        if step >= self.prior.shape[1]:
+        if step >= self.codes.shape[2] or not self.codes.shape[1]:
             return scores
-        device = scores.device
-        prior = torch.zeros_like(scores, dtype=torch.float32)
-        prior[:, self.code_token_ids.to(device)] = self.prior[:, step].to(device)
-        weight = self.weight.to(device)[:, None]
-        mixed = (1 - weight) * scores.float().softmax(-1) + weight * prior
+        code_ids = self.code_token_ids.to(scores.device)
+        probabilities = scores.float().softmax(-1)[:, code_ids].cpu()  # other tokens are masked out already
+        weight = self.weight[:, None]
+        if self.previous is not None:  # reweigh the items by the code just drawn
+            drawn = input_ids[:, -1:].cpu() == self.code_token_ids  # (rows, codebook) one-hot
+            model_part = (self.previous * drawn).sum(-1, keepdim=True)
+            copied = drawn.gather(1, self.codes[:, :, step - 1]).float()  # (rows, items): item i has that code
+            self.log_posterior += ((1 - weight) * model_part + weight * copied).clamp_min(1e-30).log()
+        self.previous = probabilities
+        posterior = torch.nan_to_num(self.log_posterior.softmax(-1))  # rows without items: all zero
+        prior = torch.zeros_like(probabilities).scatter_add_(1, self.codes[:, :, step], posterior)
+        mixed = torch.zeros_like(scores, dtype=torch.float32)
+        mixed[:, code_ids] = ((1 - weight) * probabilities + weight * prior).to(scores.device)
         return mixed.log().to(scores.dtype)
 
 

@@ -131,13 +131,15 @@ def test_constrained_generation_yields_exactly_one_grid_of_codes(model, processo
         ImageCodeLogitsProcessor([])
 
 
-def test_copy_weight_draws_each_code_from_the_context_items_at_that_position(model, processor, items):
+def test_copy_weight_copies_the_context_items_codes_keeping_to_one_item(model, processor, items):
     codes = {item_id: torch.tensor(c) for item_id, c in zip(items["item_id"], items["image_codes"]) if c}
+    assert not torch.equal(codes["i0"], codes["i3"])
     torch.manual_seed(0)
-    copied = generate_image_codes(model, processor, [["i1"], ["i0", "i3"], ["no-image"]], ["a", "b", "c"], 16,
-                                  copy_weight=1.0)
+    contexts = [["i1"], ["no-image"]] + [["i0", "i3"]] * 8
+    copied = generate_image_codes(model, processor, contexts, ["a"] * len(contexts), 16, copy_weight=1.0)
     assert torch.equal(copied[0], codes["i1"])  # one context item: its codes exactly
-    assert all(int(code) in (int(codes["i0"][j]), int(codes["i3"][j])) for j, code in enumerate(copied[1]))
+    # two items: each grid is one item's whole grid, not a patchwork of the two
+    assert all(torch.equal(row, codes["i0"]) or torch.equal(row, codes["i3"]) for row in copied[2:])
     torch.manual_seed(0)
     alone = generate_image_codes(model, processor, [["no-image"]], ["c"], 16)
     torch.manual_seed(0)
@@ -232,7 +234,7 @@ def test_evaluate_image_generation_block():
 
 def test_image_generation_benchmark_trains_the_recipe_and_reports_search_beside_the_images(tmp_path):
     """The benchmark's model is the ranking recipe's (packed recommend + search + generate_image): its search
-    ranking and that of the floor it must beat come with the three methods' scores; it is saved, and scored again
+    ranking and that of the floor it must beat come with the image sets' scores; it is saved, and scored again
     from the saved folder."""
     from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
     from processing_unimp.training.image_generation import METHODS, run_image_generation
@@ -245,7 +247,9 @@ def test_image_generation_benchmark_trains_the_recipe_and_reports_search_beside_
         assert np.isfinite(scores["fid"]) and 0 <= scores["consistency"] <= 1 and 0 <= scores["personalization"] <= 1
     assert {"unimp", "popularity in the query's category"} == set(report["search"])
     assert 0 <= report["search"]["unimp"]["HR@10"] <= 1 and report["training"]["train_steps"] == 3
-    assert report["num_users"] == 4 and len(rows) == 4 and all(len(row) == 1 + len(METHODS) for row in rows)
+    assert report["image_generation"]["wanted_item"]["fid"] == 0  # the reference set itself
+    assert report["num_users"] == 4 and len(rows) == 4
+    assert all(len(row) == len(METHODS) for row in rows)  # the wanted item first, then every other set
     saved = tmp_path / "unimp"
     assert (saved / IMAGE_TOKENIZER_FOLDER).is_dir()
     assert len(UniMPProcessor.from_pretrained(saved).image_code_token_ids) == report["image_tokenizer"]["codebook_size"]

@@ -17,6 +17,7 @@ from processing_unimp.image_codes_unimp import (
     IMAGE_TOKENIZER_FOLDER,
     code_grid_size,
     decode_image_codes,
+    encode_image_codes,
     load_image_tokenizer,
 )
 from processing_unimp.processing_unimp import UniMPProcessor
@@ -27,7 +28,11 @@ from processing_unimp.training.image_tokenizer import RESULTS_FILE, train_image_
 from processing_unimp.training.recipe import recent_history, select_tasks
 from processing_unimp.training.task_baselines import task_baselines
 
-METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item")
+METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item", "latest_history_item", "wanted_item_tokenized",
+           "wanted_item")
+"""Scored image sets: the two generations, then reference points for the measures: real images of the top retrieved
+item and of the user's latest history item, the wanted item through the VQ tokenizer (encoded and decoded: the best
+that any code generator can do), and the wanted item itself."""
 BASELINE = "no_retrieval"  # what retrieval must beat: the same generation from the user's latest items
 
 
@@ -49,7 +54,7 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """The three methods' scores as a markdown table, with each method's paired difference to no retrieval."""
+    """Every scored image set (`METHODS`) as a row of a markdown table, with its paired difference to no retrieval."""
     header = ("| method | FID-style distance (lower is better) | class consistency | personalization | style consistency "
               f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
@@ -69,13 +74,14 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
                         temperature: float = SAMPLING["temperature"], top_k: int = 0,
                         copy_weight: float = SAMPLING["copy_weight"], history_items: int | None = None,
                         split: str = "test") -> tuple[dict, list[list]]:
-    """Generate for `eval_users` users of `split` (their generate_image samples) by the three methods and score
-    them in a classifier's feature space (sampling settings, `copy_weight` among them, are chosen on "validation");
-    every method gets its paired difference to no retrieval, with standard errors.
+    """Generate for `eval_users` users of `split` (their generate_image samples) with and without retrieval and
+    score both, beside the reference image sets of `METHODS`, in a classifier's feature space (sampling settings,
+    `copy_weight` among them, are chosen on "validation"); every set gets its paired difference to no retrieval,
+    with standard errors.
 
     The search prompt that retrieves keeps the user's `history_items` latest items (None: all), as the model's
     search samples were trained. Returns the report (`image_generation`, `retrieval`, `feature_classifier`) and
-    rows of images for a grid (target, then one image per method).
+    rows of images for a grid (the wanted item, then one image per other set).
     """
     items = processor.catalogue.table
     grid = code_grid_size(vq)
@@ -95,7 +101,12 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
         torch.manual_seed(seed)
         codes = generate_image_codes(model, processor, method_contexts, queries, grid[0] * grid[1], **sampling)
         generated[method] = decode_image_codes(vq, codes, grid)
+    targets = [s["target"]["item_id"] for s in tests]
+    references = [catalogue[item_id]["image"] for item_id in targets]
     generated["nearest_item"] = [catalogue[ranked[0]]["image"] for ranked in retrieved]
+    generated["latest_history_item"] = [catalogue[history[-1]["item_id"]]["image"] for history in histories]
+    generated["wanted_item_tokenized"] = decode_image_codes(vq, encode_image_codes(vq, references), grid)
+    generated["wanted_item"] = references
 
     class_of = item_class_labels(items)
     labels = {"class": class_of}
@@ -105,11 +116,9 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
     classifier, classifier_accuracy = train_feature_classifier(
         items["image"], labels, channels=vq.config.in_channels, image_size=vq.config.sample_size, seed=seed)
     row_of = {item_id: row for row, item_id in enumerate(items["item_id"])}
-    targets = [s["target"]["item_id"] for s in tests]
     center = classifier.embed(items["image"])[0].mean(0)
     results = evaluate_image_generation(
-        classifier, generated,
-        references=[catalogue[item_id]["image"] for item_id in targets],
+        classifier, generated, references=references,
         query_classes=[class_of[row_of[item_id]] for item_id in targets],
         histories=[[catalogue[h["item_id"]]["image"] for h in history] for history in histories],
         center=center, seed=seed, baseline=BASELINE,
@@ -122,7 +131,7 @@ def evaluate_generation(model, processor, vq, data, dataset: str, *, eval_users:
             for item_id in ranked) / sum(map(len, retrieved)), 4),
     }
     shown = range(min(12, len(tests)))
-    rows = [[catalogue[targets[i]]["image"], *(generated[m][i] for m in METHODS)] for i in shown]
+    rows = [[references[i], *(generated[m][i] for m in METHODS[:-1])] for i in shown]
     report = {"image_generation": {method: results[method] for method in METHODS}, "retrieval": retrieval,
               "feature_classifier": classifier_accuracy, "num_users": len(tests), "split": split}
     return report, rows
