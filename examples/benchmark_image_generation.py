@@ -38,6 +38,7 @@ import torch
 
 from processing_unimp.generation_unimp import SAMPLING, image_grid
 from processing_unimp.training.image_generation import markdown_table, run_image_generation
+from processing_unimp.training.image_tokenizer import TOKENIZER_EPOCHS
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,7 +51,7 @@ def parse_args() -> argparse.Namespace:
                                                         "sampling settings")
     parser.add_argument("--image-tokenizer", type=Path, default=None,
                         help="A trained VQModel folder; by default one is trained into OUTPUT_DIR/image_tokenizer.")
-    parser.add_argument("--tokenizer-epochs", type=int, default=8)
+    parser.add_argument("--tokenizer-epochs", type=int, default=TOKENIZER_EPOCHS)
     parser.add_argument("--model-preset", default="small")
     parser.add_argument("--epochs", type=float, default=3, help="epochs of the packed data plus the task samples")
     parser.add_argument("--max-steps", type=int, default=-1, help="training steps (overrides --epochs)")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from processing_unimp.data.builders import load_unimp_dataset
-from processing_unimp.training.image_tokenizer import train_image_tokenizer
+from processing_unimp.training.image_tokenizer import TOKENIZER_EPOCHS, train_image_tokenizer
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--block-out-channels", default="16,32,64",
                         help="Channels per block; each block after the first halves the side (3 blocks: 28 -> 7).")
     parser.add_argument("--latent-channels", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=TOKENIZER_EPOCHS)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--holdout-fraction", type=float, default=0.1)

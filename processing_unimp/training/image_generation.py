@@ -24,7 +24,7 @@ from processing_unimp.processing_unimp import UniMPProcessor
 from processing_unimp.training.benchmark import run_unimp
 from processing_unimp.training.evaluation import evaluate_ranking
 from processing_unimp.training.image_eval import evaluate_image_generation, train_feature_classifier
-from processing_unimp.training.image_tokenizer import RESULTS_FILE, train_image_tokenizer
+from processing_unimp.training.image_tokenizer import RESULTS_FILE, TOKENIZER_EPOCHS, train_image_tokenizer
 from processing_unimp.training.recipe import recent_history, select_tasks
 from processing_unimp.training.task_baselines import task_baselines
 
@@ -146,7 +146,7 @@ def search_ranking(model, processor, data, history_items: int | None, split: str
 
 
 def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | None = None,
-                         image_tokenizer: Path | None = None, tokenizer_epochs: int = 8, preset: str = "small",
+                         image_tokenizer: Path | None = None, tokenizer_epochs: int = TOKENIZER_EPOCHS, preset: str = "small",
                          epochs: float = 3, max_steps: int = -1, task_samples: int = 3000,
                          train_vision_tower: bool = False, validation_users: int | None = 1000,
                          test_users: int | None = None, generate_contexts: str = "mixed",

@@ -18,6 +18,9 @@ from processing_unimp.image_codes_unimp import code_grid_size, decode_pixels, en
 from processing_unimp.image_processing_unimp import load_rgb_image
 
 RESULTS_FILE = "image_tokenizer_results.json"
+TOKENIZER_EPOCHS = 32
+"""Default training epochs: fashion-shop held-out PSNR 23.4 dB against 20.6 at 8 epochs (6 min on one CPU thread),
+which halves the FID-style distance of the images generated from its codes (README, Image generation)."""
 
 
 def build_vq(sample_size: int, channels: int, codebook_size: int, block_out_channels: tuple[int, ...],
@@ -104,7 +107,7 @@ def reconstruction_quality(vq, pixels: torch.Tensor, batch_size: int = 256) -> d
 
 def train_image_tokenizer(items, output_dir: str | os.PathLike, *, codebook_size: int = 256, image_size: int = 28,
                           channels: int | None = None, block_out_channels: tuple[int, ...] = (16, 32, 64),
-                          latent_channels: int = 16, epochs: int = 8, batch_size: int = 64,
+                          latent_channels: int = 16, epochs: int = TOKENIZER_EPOCHS, batch_size: int = 64,
                           learning_rate: float = 2e-3, holdout_fraction: float = 0.1, seed: int = 0):
     """Train a tokenizer on the item images of an items `datasets.Dataset`, save it, and return (vq, results)."""
     import datasets
