@@ -146,8 +146,8 @@ def search_ranking(model, processor, data, history_items: int | None, split: str
 
 
 def run_image_generation(dataset: str, output_dir: Path, *, model_dir: Path | None = None,
-                         image_tokenizer: Path | None = None, tokenizer_epochs: int = TOKENIZER_EPOCHS, preset: str = "small",
-                         epochs: float = 3, max_steps: int = -1, task_samples: int = 3000,
+                         image_tokenizer: Path | None = None, tokenizer_epochs: int = TOKENIZER_EPOCHS,
+                         preset: str = "small", epochs: float = 3, max_steps: int = -1, task_samples: int = 3000,
                          train_vision_tower: bool = False, validation_users: int | None = 1000,
                          test_users: int | None = None, generate_contexts: str = "mixed",
                          eval_users: int = 150, context_items: int = 4,
