@@ -393,7 +393,8 @@ class PersonalizationPipeline(Pipeline):
             self._image_tokenizer = load_image_tokenizer(path, subfolder=IMAGE_TOKENIZER_FOLDER)
         return self._image_tokenizer
 
-    def _generate_images(self, sample: dict[str, Any], num_images: int, seed: int | None, **sampling: float) -> list[Any]:
+    def _generate_images(self, sample: dict[str, Any], num_images: int, seed: int | None,
+                         **sampling: float) -> list[Any]:
         """Retrieve-then-generate (see `generation_unimp.generate_item_images`; `sampling`: its `temperature` and
         `copy_weight`): PIL images for the query."""
         from .generation_unimp import generate_item_images

@@ -222,6 +222,7 @@ def evaluate_image_generation(
     center = reference_features.mean(0) if center is None else center
     history_features = [classifier.embed(list(images))[0] - center for images in histories]
     expected = torch.as_tensor(list(query_classes))
+    expected_styles = None if target_styles is None else torch.as_tensor(list(target_styles))
     per_user, results = {}, {}
     for method, images in generated.items():
         if len(images) != len(references):
@@ -231,8 +232,8 @@ def evaluate_image_generation(
             "consistency": (predictions["class"] == expected).double(),
             "personalization": personalization_wins(features - center, history_features, num_random_users, seed),
         }
-        if target_styles is not None:
-            per_user[method]["style_consistency"] = (predictions["style"] == torch.as_tensor(list(target_styles))).double()
+        if expected_styles is not None:
+            per_user[method]["style_consistency"] = (predictions["style"] == expected_styles).double()
         results[method] = {"fid": round(frechet_distance(features, reference_features), 4),
                            **{name: round(values.mean().item(), 4) for name, values in per_user[method].items()},
                            # the same mean, with the check that there is one query class per image
