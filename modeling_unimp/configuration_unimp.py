@@ -13,6 +13,7 @@ SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "siglip_vision_model")
 DECODER_LAYERS_PATH = {"llama": "model.layers", "qwen2": "model.layers", "gpt_neox": "gpt_neox.layers", "gpt2": "transformer.h"}
 """Where each supported text family keeps its list of decoder layers (the cross-attention wraps them)."""
 SUPPORTED_TEXT_MODEL_TYPES = tuple(DECODER_LAYERS_PATH)
+ANSWER_MEDIA = ("own_chunk", "all_images")
 
 # CLIP ViT-L/14 at 224 px: the vision tower of OpenFlamingo-4B, which the paper builds on.
 _CLIP_VIT_L14 = {
@@ -134,19 +135,16 @@ class UniMPConfig(PreTrainedConfig):
             the Perceiver resampler that turns an image's patch features into `num_latents` visual tokens.
         cross_attention_every_n_layers: a gated cross-attention block is placed before every n-th decoder layer.
         cross_attention_heads, cross_attention_head_dim, cross_attention_ff_mult: shape of those blocks.
-        answer_media: what the tokens after the last `<|endofchunk|>` (task and answer) attend to:
-            `"all_images"` (every history image), `"last_image"` (the original code: the most recent image only)
-            or `"own_chunk"` (only images inside that tail).
-        text_conditioned_queries: condition each image's resampler queries on the text of its item chunk.
+        answer_media: what the tokens after the last `<|endofchunk|>` (task and answer) attend to directly:
+            `"own_chunk"` (default; only images inside that tail, as every other token reads only its own item's
+            images: the answer reaches history images through the item tokens, as each in-chunk answer of packed
+            training does, and a token's media mask then never depends on later tokens, which cached and assisted
+            generation need) or `"all_images"` (every earlier image).
         image_token_id, end_of_chunk_token_id, answer_token_id: ids of `<image>`, `<|endofchunk|>`, `<answer>`.
         freeze_vision_tower, freeze_language_model: the trainable-parameter policy.
         train_new_token_rows: train the embedding (and output) rows at index >= `base_vocab_size` even when the
             language model is frozen.
         base_vocab_size: vocabulary size of the language model before UniMP's tokens were added.
-        embedding_dropout: dropout on the input token embeddings while training (SASRec's regulariser: item rows
-            seen a few dozen times overfit without it); 0 turns it off.
-        hidden_dropout: dropout on each decoder layer's residual update while training (SASRec's hidden dropout;
-            the text config's own `attention_dropout` drops attention probabilities); 0 turns it off.
     """
 
     model_type = "unimp"
@@ -170,8 +168,7 @@ class UniMPConfig(PreTrainedConfig):
     cross_attention_heads: int = 8
     cross_attention_head_dim: int = 64
     cross_attention_ff_mult: int = 4
-    answer_media: Literal["all_images", "last_image", "own_chunk"] = "all_images"
-    text_conditioned_queries: bool = False
+    answer_media: Literal["own_chunk", "all_images"] = "own_chunk"
     image_token_id: int | None = None
     end_of_chunk_token_id: int | None = None
     answer_token_id: int | None = None
@@ -180,8 +177,6 @@ class UniMPConfig(PreTrainedConfig):
     train_new_token_rows: bool = True
     base_vocab_size: int | None = None
     initializer_range: float = 0.02
-    embedding_dropout: float = 0.0
-    hidden_dropout: float = 0.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -196,9 +191,11 @@ class UniMPConfig(PreTrainedConfig):
                 f"text_config.model_type={self.text_config.model_type!r} is an unsupported text family; "
                 f"UniMP takes one of {SUPPORTED_TEXT_MODEL_TYPES}."
             )
-        for name in ("embedding_dropout", "hidden_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.answer_media not in ANSWER_MEDIA:
+            raise ValueError(
+                f"answer_media={self.answer_media!r} is not supported; UniMP takes one of {ANSWER_MEDIA} (the former "
+                "'last_image' mode was removed: no recipe used it)."
+            )
         if self.cross_attention_every_n_layers < 1:
             raise ValueError(f"cross_attention_every_n_layers must be >= 1, got {self.cross_attention_every_n_layers}.")
         if self.base_vocab_size is None:

@@ -8,17 +8,18 @@ tokens read those latents. A per-item media mask lets each token see only the im
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
@@ -46,24 +47,42 @@ class UniMPCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     media_latents: torch.FloatTensor | None = None
 
 
-def _attend(query, key, value, mask: torch.Tensor | None, implementation: str | None) -> torch.Tensor:
-    """Scaled dot-product attention over `(B, heads, len, dim)` tensors with an optional boolean mask."""
-    if implementation == "eager":
-        scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        return scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype) @ value
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `"eager"` attention of transformers' vision models: `(B, heads, len, dim)` in, `(B, len, heads, dim)` out.
+
+    `attention_mask` is additive (0 where allowed, the dtype's minimum elsewhere), as every implementation takes it.
+    """
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _attention(module: nn.Module, implementation: str | None, query: torch.Tensor, key: torch.Tensor,
+               value: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Non-causal attention through the implementation the config names (`eager`, `sdpa`, ...), as transformers'
+    own modules dispatch it; returns `(B, len, heads * dim)`."""
+    attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    out, _ = attention_interface(
+        module, query, key, value, attention_mask, scaling=query.shape[-1] ** -0.5, dropout=0.0, is_causal=False
+    )
+    return out.reshape(*out.shape[:2], -1)
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     batch, length, _ = x.shape
     return x.view(batch, length, heads, -1).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    batch, heads, length, dim = x.shape
-    return x.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
 class UniMPFeedForward(nn.Module):
@@ -83,9 +102,10 @@ class UniMPFeedForward(nn.Module):
 class UniMPPerceiverAttention(nn.Module):
     """Latents attend to an image's patch features concatenated with themselves (Perceiver / Flamingo)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int):
+    def __init__(self, dim: int, heads: int, head_dim: int, config: UniMPConfig):
         super().__init__()
         self.heads = heads
+        self.config = config  # read at call time: `set_attn_implementation` may change it
         self.norm_media = nn.LayerNorm(dim)
         self.norm_latents = nn.LayerNorm(dim)
         self.latent_query = nn.Linear(dim, heads * head_dim, bias=False)
@@ -97,15 +117,16 @@ class UniMPPerceiverAttention(nn.Module):
         context = torch.cat([self.norm_media(features), latents], dim=1)
         key, value = self.latent_key_value(context).chunk(2, dim=-1)
         query = _split_heads(self.latent_query(latents), self.heads)
-        out = F.scaled_dot_product_attention(query, _split_heads(key, self.heads), _split_heads(value, self.heads))
-        return self.latent_output(_merge_heads(out))
+        key, value = _split_heads(key, self.heads), _split_heads(value, self.heads)
+        return self.latent_output(_attention(self, self.config._attn_implementation, query, key, value))
 
 
 class UniMPPerceiverLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, ff_mult: int):
+    def __init__(self, config: UniMPConfig):
         super().__init__()
-        self.attention = UniMPPerceiverAttention(dim, heads, head_dim)
-        self.feed_forward = UniMPFeedForward(dim, ff_mult)
+        dim = config.vision_config.hidden_size
+        self.attention = UniMPPerceiverAttention(dim, config.resampler_heads, config.resampler_head_dim, config)
+        self.feed_forward = UniMPFeedForward(dim, config.resampler_ff_mult)
 
     def forward(self, features: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         latents = latents + self.attention(features, latents)
@@ -113,29 +134,17 @@ class UniMPPerceiverLayer(nn.Module):
 
 
 class UniMPPerceiverResampler(nn.Module):
-    """Maps `(n, patches, dim)` image features to `(n, num_latents, dim)` visual latents.
-
-    With `text_conditioned_queries`, each image's queries are shifted by a projection of its item's text (zero at
-    initialisation, so the model starts as the unconditioned resampler).
-    """
+    """Maps `(n, patches, dim)` image features to `(n, num_latents, dim)` visual latents."""
 
     def __init__(self, config: UniMPConfig):
         super().__init__()
         dim = config.vision_config.hidden_size
         self.latents = nn.Parameter(torch.empty(config.num_latents, dim))
-        self.layers = nn.ModuleList(
-            UniMPPerceiverLayer(dim, config.resampler_heads, config.resampler_head_dim, config.resampler_ff_mult)
-            for _ in range(config.resampler_depth)
-        )
+        self.layers = nn.ModuleList(UniMPPerceiverLayer(config) for _ in range(config.resampler_depth))
         self.norm = nn.LayerNorm(dim)
-        self.query_conditioning = (
-            nn.Linear(config.text_config.hidden_size, dim, bias=False) if config.text_conditioned_queries else None
-        )
 
-    def forward(self, features: torch.Tensor, text_summary: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         latents = self.latents.unsqueeze(0).expand(features.shape[0], -1, -1)
-        if self.query_conditioning is not None and text_summary is not None:
-            latents = latents + self.query_conditioning(text_summary).unsqueeze(1)
         for layer in self.layers:
             latents = layer(features, latents)
         return self.norm(latents)
@@ -162,16 +171,12 @@ class UniMPMediaCrossAttention(nn.Module):
         key_mask = media_attention_mask.repeat_interleave(num_latents, dim=-1)  # (B, T, N * L)
         sees_media = key_mask.any(dim=-1)
         # Rows with no visible media would softmax over nothing: let them see everything, then zero their output.
-        key_mask = key_mask | ~sees_media.unsqueeze(-1)
-        out = _attend(
-            query,
-            _split_heads(key, self.heads),
-            _split_heads(value, self.heads),
-            key_mask.unsqueeze(1),
-            self.text_config._attn_implementation,
-        )
-        out = out * sees_media[:, None, :, None].to(out.dtype)
-        return self.media_output(_merge_heads(out))
+        key_mask = (key_mask | ~sees_media.unsqueeze(-1)).unsqueeze(1)
+        additive = torch.zeros(key_mask.shape, dtype=query.dtype, device=query.device)
+        additive = additive.masked_fill(~key_mask, torch.finfo(query.dtype).min)
+        key, value = _split_heads(key, self.heads), _split_heads(value, self.heads)
+        out = _attention(self, self.text_config._attn_implementation, query, key, value, additive)
+        return self.media_output(out * sees_media.unsqueeze(-1).to(out.dtype))
 
 
 class UniMPGatedCrossAttentionBlock(GradientCheckpointingLayer):
@@ -207,17 +212,13 @@ class UniMPDecoderLayer(nn.Module):
     """One decoder layer of the wrapped LM, optionally preceded by a gated cross-attention block.
 
     The LM passes unknown keyword arguments from its `forward` down to each layer; this wrapper takes the media
-    arguments out of them, so nothing is stored on modules between calls. While training, `hidden_dropout` drops
-    entries of the layer's whole residual update (cross-attention, self-attention and feed-forward), the hidden
-    dropout of SASRec's blocks, which Llama-family layers lack.
+    arguments out of them, so nothing is stored on modules between calls.
     """
 
-    def __init__(self, decoder_layer: nn.Module, gated_cross_attention: UniMPGatedCrossAttentionBlock | None,
-                 hidden_dropout: float = 0.0):
+    def __init__(self, decoder_layer: nn.Module, gated_cross_attention: UniMPGatedCrossAttentionBlock | None):
         super().__init__()
         self.gated_cross_attention = gated_cross_attention
         self.decoder_layer = decoder_layer
-        self.hidden_dropout = hidden_dropout
 
     def forward(
         self,
@@ -227,16 +228,9 @@ class UniMPDecoderLayer(nn.Module):
         media_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ):
-        residual = hidden_states
         if self.gated_cross_attention is not None:
             hidden_states = self.gated_cross_attention(hidden_states, media_latents, media_attention_mask)
-        outputs = self.decoder_layer(hidden_states, *args, **kwargs)
-        if not (self.training and self.hidden_dropout):
-            return outputs
-        # Some families return (hidden_states, ...) tuples, others the tensor alone.
-        hidden_states = outputs[0] if isinstance(outputs, tuple) else outputs
-        hidden_states = residual + nn.functional.dropout(hidden_states - residual, self.hidden_dropout)
-        return (hidden_states, *outputs[1:]) if isinstance(outputs, tuple) else hidden_states
+        return self.decoder_layer(hidden_states, *args, **kwargs)
 
 
 def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) -> PreTrainedModel:
@@ -250,7 +244,7 @@ def add_cross_attention(language_model: PreTrainedModel, config: UniMPConfig) ->
         # Flamingo places a block before layers n-1, 2n-1, ...: with n=2, before every 2nd layer.
         has_block = (index + 1) % every == 0
         block = UniMPGatedCrossAttentionBlock(config, language_model.config) if has_block else None
-        layers[index] = UniMPDecoderLayer(layer, block, config.hidden_dropout)
+        layers[index] = UniMPDecoderLayer(layer, block)
     _retarget_parallel_plans(language_model, DECODER_LAYERS_PATH[model_type])
     return language_model
 
@@ -289,8 +283,9 @@ def _media_layout(input_ids: torch.Tensor, config: UniMPConfig, num_images: int)
     image_index = is_image.long().cumsum(-1) - 1
     chunk = is_end.long().cumsum(-1) - is_end.long()
     tail = chunk == is_end.long().sum(-1, keepdim=True)
-    # Scatter each image token's chunk into its image slot; non-image tokens go to a dropped extra column.
-    slots = torch.where(is_image, image_index, torch.full_like(image_index, num_images))
+    # Scatter each image token's chunk into its image slot; other tokens, and generated `<image>` tokens beyond the
+    # given images (an assistant's candidates may hold some), go to a dropped extra column.
+    slots = torch.where(is_image & (image_index < num_images), image_index, torch.full_like(image_index, num_images))
     image_chunk = torch.full((input_ids.shape[0], num_images + 1), -1, dtype=torch.long, device=input_ids.device)
     image_chunk.scatter_(1, slots, chunk)
     return image_index, chunk, image_chunk[:, :num_images], tail
@@ -302,7 +297,11 @@ def build_media_attention_mask(
     image_mask: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Boolean `(B, T, N)` mask: which images each token may attend to (see `UniMPConfig.answer_media`)."""
+    """Boolean `(B, T, N)` mask: which images each token may attend to (see `UniMPConfig.answer_media`).
+
+    Each token sees the images of its own item chunk up to itself; with `answer_media="all_images"` the tokens after
+    the last `<|endofchunk|>` also see every earlier image.
+    """
     num_images = image_mask.shape[1]
     image_index, chunk, image_chunk, tail = _media_layout(input_ids, config, num_images)
     media = torch.arange(num_images, device=input_ids.device)
@@ -310,8 +309,6 @@ def build_media_attention_mask(
     mask = seen & (image_chunk.unsqueeze(1) == chunk.unsqueeze(-1))
     if config.answer_media == "all_images":
         mask = mask | (tail.unsqueeze(-1) & seen)
-    elif config.answer_media == "last_image":
-        mask = mask | (tail.unsqueeze(-1) & (media.view(1, 1, -1) == image_index.unsqueeze(-1)))
     mask = mask & image_mask.bool().unsqueeze(1)
     if attention_mask is not None:
         mask = mask & attention_mask.bool().unsqueeze(-1)
@@ -330,21 +327,29 @@ class UniMPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
+        """UniMP's own modules here; a module of the vision tower or the LM by that sub-model's `_init_weights`, so
+        that applying this to every module (as `initialize_weights` after a meta-device build) leaves none out."""
+        if isinstance(module, UniMPGatedCrossAttentionBlock):
+            init.zeros_(module.attn_gate)
+            init.zeros_(module.ff_gate)
+        elif isinstance(module, UniMPPerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=1.0)
+        elif (sub_model := self._sub_model_owning(module)) is not None:
+            sub_model._init_weights(module)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, UniMPGatedCrossAttentionBlock):
-            init.zeros_(module.attn_gate)
-            init.zeros_(module.ff_gate)
-        elif isinstance(module, UniMPPerceiverResampler):
-            init.normal_(module.latents, mean=0.0, std=1.0)
-            if module.query_conditioning is not None:
-                init.zeros_(module.query_conditioning.weight)
+
+    def _sub_model_owning(self, module: nn.Module) -> PreTrainedModel | None:
+        """The vision tower or language model that `module` belongs to (`None` for UniMP's own modules)."""
+        for sub_model in (getattr(self, "vision_tower", None), getattr(self, "language_model", None)):
+            if sub_model is not None and any(child is module for child in sub_model.modules()):
+                return sub_model
+        return None
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
@@ -483,15 +488,31 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         self,
         pixel_values: torch.FloatTensor,
         image_mask: torch.Tensor | None = None,
-        input_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ) -> BaseModelOutputWithPooling:
-        """Encode a batch's images as `forward` takes them: `pixel_values (B, N, 3, H, W)`, `image_mask (B, N)`.
+        r"""
+        Encode a batch's images as `forward` takes them and resample them into the latents the text attends to.
 
-        `last_hidden_state`: vision-tower patch features `(B, N, P, D)`, CLS dropped, zeros at padding slots (which
-        are not encoded). With a frozen vision tower they depend on the image alone: encode a catalogue once and pass
-        them back as `image_features`. `pooler_output`: the resampled latents `(B, N, L, D)` the text attends to;
-        with `text_conditioned_queries` they depend on the rows' text, so they are `None` unless `input_ids` are given.
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_images, 3, image_size, image_size)`):
+                The images of each row, padded along `num_images`.
+            image_mask (`torch.BoolTensor` of shape `(batch_size, num_images)`, *optional*):
+                Which image slots hold an image; padding slots are not encoded. Defaults to every slot.
+            output_hidden_states (`bool`, *optional*):
+                Whether to return the vision tower's hidden states (embeddings and every layer), each of shape
+                `(batch_size, num_images, sequence_length, hidden_size)` with zeros at padding slots.
+            output_attentions (`bool`, *optional*):
+                Whether to return the vision tower's attention weights, each of shape
+                `(batch_size, num_images, num_heads, sequence_length, sequence_length)` with zeros at padding slots.
+                Only implementations that compute them return them (e.g. `attn_implementation="eager"`).
+
+        Returns:
+            [`~modeling_outputs.BaseModelOutputWithPooling`]: `last_hidden_state`, the patch features
+            `(batch_size, num_images, num_patches, hidden_size)` (CLIP's CLS token dropped, zeros at padding slots):
+            with a frozen vision tower they depend on the image alone, so a catalogue can be encoded once and passed
+            back as `forward`'s `image_features`. `pooler_output`, the resampled latents
+            `(batch_size, num_images, num_latents, hidden_size)`. `hidden_states` and `attentions` when asked for.
         """
         _check_batched("pixel_values", pixel_values, 5)
         vision = self.config.vision_config
@@ -505,47 +526,30 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         real = image_mask.flatten().to(pixel_values.device)
         num_patches = (vision.image_size // vision.patch_size) ** 2
         features = pixel_values.new_zeros(batch * num_images, num_patches, vision.hidden_size, dtype=self.dtype)
+        tower = BaseModelOutputWithPooling()
         if real.any():
-            encoded = self.vision_tower(pixel_values=pixel_values.flatten(0, 1)[real].to(self.dtype)).last_hidden_state
-            if vision.model_type == "clip_vision_model":
-                encoded = encoded[:, 1:]  # drop CLS: Flamingo resamples patch tokens only
-            features[real] = encoded
+            tower = self.vision_tower(
+                pixel_values=pixel_values.flatten(0, 1)[real].to(self.dtype),
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+            # Flamingo resamples patch tokens only: CLIP's CLS token is dropped.
+            features[real] = tower.last_hidden_state[:, 1:] if vision.model_type == "clip_vision_model" else (
+                tower.last_hidden_state
+            )
         features = features.view(batch, num_images, num_patches, vision.hidden_size)
-        needs_text = self.config.text_conditioned_queries and input_ids is None
-        latents = None if needs_text else self._resample(features, image_mask, input_ids, inputs_embeds)
-        return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=latents)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features,
+            pooler_output=self.get_media_latents(features, image_mask),
+            hidden_states=_per_image_slot(tower.hidden_states, real, batch, num_images),
+            attentions=_per_image_slot(tower.attentions, real, batch, num_images),
+        )
 
-    def get_media_latents(
-        self,
-        image_features: torch.Tensor,
-        image_mask: torch.Tensor,
-        text_summary: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def get_media_latents(self, image_features: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
         """Resample `(B, N, P, D)` image features into `(B, N, L, D)` latents (padding slots are computed, unused)."""
         batch, num_images = image_mask.shape
-        flat_summary = None if text_summary is None else text_summary.flatten(0, 1)
-        latents = self.resampler(image_features.flatten(0, 1), flat_summary)
+        latents = self.resampler(image_features.flatten(0, 1))
         return latents.view(batch, num_images, *latents.shape[1:])
-
-    def _resample(
-        self,
-        image_features: torch.Tensor,
-        image_mask: torch.Tensor,
-        input_ids: torch.LongTensor | None,
-        inputs_embeds: torch.FloatTensor | None,
-    ) -> torch.Tensor:
-        """`get_media_latents`, with the queries conditioned on each item's text when the config asks for it."""
-        text_summary = None
-        if self.config.text_conditioned_queries:
-            embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
-            text_summary = self._text_summary(input_ids, embeds, image_mask.shape[1])
-        return self.get_media_latents(image_features, image_mask, text_summary)
-
-    def _text_summary(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, num_images: int) -> torch.Tensor:
-        """Mean input embedding of the tokens in each image's item chunk: `(B, N, hidden)`."""
-        _, chunk, image_chunk, _ = _media_layout(input_ids, self.config, num_images)
-        member = (chunk.unsqueeze(1) == image_chunk.unsqueeze(-1)).to(inputs_embeds.dtype)  # (B, N, T)
-        return (member @ inputs_embeds) / member.sum(-1, keepdim=True).clamp(min=1)
 
     def _check_images(self, input_ids: torch.Tensor, image_mask: torch.Tensor) -> None:
         if self.config.image_token_id is None:
@@ -596,6 +600,33 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             )
         return media_attention_mask
 
+    def _encode_images(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        images: tuple[str, torch.Tensor],
+        image_mask: torch.Tensor | None,
+        media_attention_mask: torch.Tensor | None,
+        continuing: bool,
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling | None, torch.Tensor]:
+        """`(media_latents, image_outputs, media_attention_mask)` for the one image input given as `(name, tensor)`;
+        `image_outputs` is `None` when the latents were given."""
+        name, media = images
+        if media.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"{name} is batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}.")
+        image_mask = _default_image_mask(media, image_mask)
+        media_attention_mask = self._media_mask_for(
+            input_ids, attention_mask, image_mask, media_attention_mask, continuing
+        )
+        if name == "media_latents":
+            return media, None, media_attention_mask
+        if name == "pixel_values":
+            image_outputs = self.get_image_features(media, image_mask)
+        else:
+            latents = self.get_media_latents(media, image_mask)
+            image_outputs = BaseModelOutputWithPooling(last_hidden_state=media, pooler_output=latents)
+        return image_outputs.pooler_output, image_outputs, media_attention_mask
+
     # ----- forward ----------------------------------------------------------------------------------------------------
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -614,60 +645,41 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        token_kinds: torch.Tensor | None = None,
-        task_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> UniMPCausalLMOutputWithPast | tuple:
         r"""
-        pixel_values (`(B, N, 3, H, W)`), image_mask (`(B, N)` bool): the images of each row, padded along N.
-        image_features (`(B, N, P, D)`): precomputed `get_image_features(...).last_hidden_state`, instead of pixels.
-        media_latents (`(B, N, L, D)`): resampled latents, instead of either (used by `generate` after step 1).
-        media_attention_mask (`(B, T, N)`): which images each token sees; built from `input_ids` when omitted.
-        cache (or the deprecated `past_key_values`): the LM's KV cache. It holds no images: to continue a sequence
-            whose tokens see images, pass the first call's `media_latents` and the new tokens' `media_attention_mask`
-            (the last rows of `build_media_attention_mask` over the whole sequence), as `generate` does.
-        token_kinds, task_ids: ignored here; they are read by `UniMPTrainer`'s loss.
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_images, 3, image_size, image_size)`, *optional*):
+            The images of each row, padded along `num_images`. Give at most one of `pixel_values`, `image_features`
+            and `media_latents`.
+        image_mask (`torch.BoolTensor` of shape `(batch_size, num_images)`, *optional*):
+            Which image slots hold an image (the others are padding). Defaults to every slot.
+        image_features (`torch.FloatTensor` of shape `(batch_size, num_images, num_patches, hidden_size)`, *optional*):
+            Precomputed `get_image_features(...).last_hidden_state`, instead of `pixel_values` (a frozen vision
+            tower's features depend on the image alone: a catalogue can be encoded once).
+        media_latents (`torch.FloatTensor` of shape `(batch_size, num_images, num_latents, hidden_size)`, *optional*):
+            Resampled latents (a previous output's `media_latents`), instead of either: `generate` passes them after
+            its first step.
+        media_attention_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length, num_images)`, *optional*):
+            Which images each token fed now sees. Built from `input_ids` when omitted; needed when continuing from a
+            cache, as the rows of `build_media_attention_mask` over the whole sequence for the new tokens.
+        cache (`Cache`, *optional*, also accepted as the deprecated `past_key_values`):
+            The language model's KV cache. It holds no images: to continue a sequence whose tokens see images, pass
+            the first call's `media_latents` and the new tokens' `media_attention_mask`, as `generate` does.
         """
         if input_ids is None:
             raise ValueError("UniMP needs input_ids: the media mask is read from the <image> and chunk tokens.")
-        media = next((m for m in (media_latents, image_features, pixel_values) if m is not None), None)
-        if media is not None:
-            name = {id(media_latents): "media_latents", id(image_features): "image_features"}.get(id(media), "pixel_values")
-            _check_batched(name, media, 5 if name == "pixel_values" else 4)
-        if media is not None and media.shape[1] == 0:  # a batch without images
-            media = media_latents = image_features = pixel_values = image_mask = None
-        continuing = cache is not None and cache.get_seq_length() > 0
-        image_outputs = None
-        if media is None:
+        images = _given_images(pixel_values=pixel_values, image_features=image_features, media_latents=media_latents)
+        image_outputs = media_latents = None
+        if images is None:
             self._check_text_only(input_ids, media_attention_mask)
         else:
-            if media.shape[0] != input_ids.shape[0]:
-                raise ValueError(
-                    f"Images are batched for {media.shape[0]} rows but input_ids has {input_ids.shape[0]}."
-                )
-            if continuing and media_latents is None and self.config.text_conditioned_queries:
-                raise ValueError(
-                    "With text_conditioned_queries, continuing from a cache needs the first call's media_latents: "
-                    "the queries depend on the text of whole items."
-                )
-            image_mask = _default_image_mask(media, image_mask)
-            media_attention_mask = self._media_mask_for(
-                input_ids, attention_mask, image_mask, media_attention_mask, continuing
+            continuing = cache is not None and cache.get_seq_length() > 0
+            media_latents, image_outputs, media_attention_mask = self._encode_images(
+                input_ids, attention_mask, images, image_mask, media_attention_mask, continuing
             )
-            if media_latents is None and image_features is None:
-                image_outputs = self.get_image_features(pixel_values, image_mask, input_ids, inputs_embeds)
-            elif media_latents is None:
-                latents = self._resample(image_features, image_mask, input_ids, inputs_embeds)
-                image_outputs = BaseModelOutputWithPooling(last_hidden_state=image_features, pooler_output=latents)
-            if image_outputs is not None:
-                media_latents = image_outputs.pooler_output
-
-        if self.training and self.config.embedding_dropout and inputs_embeds is None:
-            inputs_embeds = nn.functional.dropout(self.get_input_embeddings()(input_ids), self.config.embedding_dropout)
         if position_ids is None and attention_mask is not None:
             # Left padding: positions count real tokens only, as in one-by-one runs.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-
         outputs = self.language_model(
             input_ids=None if inputs_embeds is not None else input_ids,
             inputs_embeds=inputs_embeds,
@@ -697,13 +709,25 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         )
 
     # ----- generation -------------------------------------------------------------------------------------------------
-    def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs):
-        """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now."""
+    def _prepare_model_inputs(self, *args, **kwargs) -> tuple[torch.Tensor, str | None, dict[str, Any]]:
+        """`generate`'s prompt: every image needs exactly one `<image>` token there (checked once, before any token
+        is generated or proposed by an assistant: such `<image>` tokens have no image and see none)."""
+        inputs, input_name, model_kwargs = super()._prepare_model_inputs(*args, **kwargs)
+        images = _given_images(**{k: model_kwargs.get(k) for k in ("pixel_values", "image_features", "media_latents")})
+        if images is not None and input_name == "input_ids":
+            self._check_images(inputs, _default_image_mask(images[1], model_kwargs.get("image_mask")))
+        return inputs, input_name, model_kwargs
+
+    def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs) -> dict[str, Any]:
+        """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now (one
+        or, for an assistant's candidates, several). Once the first step's `media_latents` are kept, the images they
+        came from are not fed again."""
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
-        media = next((kwargs.get(k) for k in ("media_latents", "image_features", "pixel_values") if kwargs.get(k) is not None), None)
-        if media is not None:
-            image_mask = model_inputs["image_mask"] = _default_image_mask(media, kwargs.get("image_mask"))
-            self._check_images(input_ids, image_mask)
+        if model_inputs.get("media_latents") is not None:
+            model_inputs["pixel_values"] = model_inputs["image_features"] = None
+        images = _given_images(**{k: model_inputs.get(k) for k in ("pixel_values", "image_features", "media_latents")})
+        if images is not None:
+            image_mask = model_inputs["image_mask"] = _default_image_mask(images[1], kwargs.get("image_mask"))
             full_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
             model_inputs["media_attention_mask"] = full_mask[:, -model_inputs["input_ids"].shape[1]:]
         return model_inputs
@@ -719,6 +743,35 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 def _check_batched(name: str, media: torch.Tensor, dims: int) -> None:
     if media.dim() != dims:
         raise ValueError(f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}.")
+
+
+def _given_images(**media: torch.Tensor | None) -> tuple[str, torch.Tensor] | None:
+    """The one image input given, as `(name, tensor)`: `None` if none is, or if it holds no image slot (a batch
+    without images). Several given raise: which one the text should read would be a guess."""
+    given = {name: tensor for name, tensor in media.items() if tensor is not None}
+    if len(given) > 1:
+        raise ValueError(
+            f"Give one of pixel_values, image_features and media_latents, not {' and '.join(given)}: they are the "
+            "same images at different stages (pixels, vision-tower features, resampled latents)."
+        )
+    if not given:
+        return None
+    (name, tensor), = given.items()
+    _check_batched(name, tensor, 5 if name == "pixel_values" else 4)
+    return None if tensor.shape[1] == 0 else (name, tensor)
+
+
+def _per_image_slot(states: tuple[torch.Tensor, ...] | None, real: torch.Tensor, batch: int,
+                    num_images: int) -> tuple[torch.Tensor, ...] | None:
+    """Vision-tower outputs of the real images `(num_real, ...)` laid out per slot `(batch, num_images, ...)`."""
+    if states is None:
+        return None
+    laid_out = []
+    for state in states:
+        full = state.new_zeros(batch * num_images, *state.shape[1:])
+        full[real] = state
+        laid_out.append(full.view(batch, num_images, *state.shape[1:]))
+    return tuple(laid_out)
 
 
 def _default_image_mask(media: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:

@@ -15,6 +15,8 @@ from transformers import (
     CLIPVisionModel,
 )
 
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
 
 IMAGE, END, ANSWER = 10, 11, 12
@@ -113,7 +115,7 @@ def first_block_visual_input(model, ids, pixels) -> tuple[torch.Tensor, torch.Te
     return logits, captured[0]
 
 
-@pytest.mark.parametrize("answer_media", ["all_images", "own_chunk", "last_image"])
+@pytest.mark.parametrize("answer_media", ["own_chunk", "all_images"])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_media_mask_keeps_each_image_inside_its_item(family, answer_media):
     model = tiny_model(family, answer_media=answer_media)
@@ -135,20 +137,8 @@ def test_media_mask_keeps_each_image_inside_its_item(family, answer_media):
     assert not visual_differs[tail].any() or answer_media == "all_images"
 
 
-def test_tail_sees_only_the_last_image_in_last_image_mode():
-    model = tiny_model(answer_media="last_image")
-    ids = history(3)
-    tail = list(range(chunk_spans(ids)[-1].stop, len(ids)))
-    pixels = torch.randn(1, 3, 3, 16, 16)
-    changed = pixels.clone()
-    changed[0, 2] = torch.randn(3, 16, 16)
-    _, visual = first_block_visual_input(model, ids, pixels)
-    _, visual_changed = first_block_visual_input(model, ids, changed)
-    assert ((visual - visual_changed).abs().amax(-1) > 1e-6)[tail].all()
-
-
 def test_item_without_image_sees_no_image():
-    model = tiny_model(answer_media="own_chunk")
+    model = tiny_model()
     ids = [1, IMAGE, 40, END, 41, 42, END, 30, ANSWER]  # the second item has no image
     _, visual = first_block_visual_input(model, ids, torch.randn(1, 1, 3, 16, 16))
     _, visual_changed = first_block_visual_input(model, ids, torch.randn(1, 1, 3, 16, 16))
@@ -217,14 +207,24 @@ def test_precomputed_image_features_and_latents_match_pixels():
     torch.testing.assert_close(from_latents, reference.logits)
 
 
-def test_text_conditioned_queries_depend_on_the_item_text():
-    model = tiny_model(text_conditioned_queries=True)
+IMAGE_INPUT_PAIRS = [("pixel_values", "image_features"), ("pixel_values", "media_latents"), ("image_features", "media_latents")]
+
+
+@pytest.mark.parametrize("given", IMAGE_INPUT_PAIRS)
+def test_more_than_one_image_input_is_refused(given):
+    model = tiny_model()
+    ids = torch.tensor([history(2)])
+    pixels = torch.randn(1, 2, 3, 16, 16)
     with torch.no_grad():
-        model.resampler.query_conditioning.weight.normal_()
-        pixels = torch.randn(1, 1, 3, 16, 16)
-        a = model(input_ids=torch.tensor([[1, IMAGE, 40, END]]), pixel_values=pixels).media_latents
-        b = model(input_ids=torch.tensor([[1, IMAGE, 41, END]]), pixel_values=pixels).media_latents
-    assert not torch.allclose(a, b)
+        reference = model(input_ids=ids, pixel_values=pixels)
+    images = {
+        "pixel_values": pixels,
+        "image_features": reference.image_outputs.last_hidden_state,
+        "media_latents": reference.media_latents,
+    }
+    message = f"Give one of pixel_values, image_features and media_latents, not {given[0]} and {given[1]}"
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids, **{name: images[name] for name in given})
 
 
 def test_activation_checkpointing_gives_same_loss_and_gradients():
@@ -260,6 +260,27 @@ def test_sdpa_and_eager_attention_agree(family):
         assert model.config.text_config._attn_implementation == "eager"
         eager = model(input_ids=ids, pixel_values=pixels).logits
     torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-4)
+
+
+def test_the_resampler_and_the_cross_attention_dispatch_through_the_attention_interface():
+    """A registered implementation chosen with `set_attn_implementation` runs both; no module bypasses it."""
+    callers = []
+
+    def recording_attention(module, *args, **kwargs):
+        callers.append(type(module).__name__)
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, *args, **kwargs)
+
+    AttentionInterface.register("unimp_test_recording", recording_attention)
+    ids = torch.tensor([history(2)])
+    pixels = torch.randn(1, 2, 3, 16, 16)
+    model = tiny_model()
+    with torch.no_grad():
+        model.set_attn_implementation("sdpa")
+        sdpa = model(input_ids=ids, pixel_values=pixels).logits
+        model.set_attn_implementation("unimp_test_recording")
+        recorded = model(input_ids=ids, pixel_values=pixels).logits
+    torch.testing.assert_close(recorded, sdpa)
+    assert {"UniMPPerceiverAttention", "UniMPMediaCrossAttention"} <= set(callers)
 
 
 def test_lora_wraps_trains_saves_and_reloads(tmp_path):
@@ -379,25 +400,11 @@ def test_bad_inputs_raise_clear_errors():
         model(input_ids=ids, pixel_values=torch.randn(1, 2, 3, 20, 20))
     with pytest.raises(ValueError, match=r"\(batch, num_images, \.\.\.\)"):
         model(input_ids=ids, pixel_values=torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="image_features is batched for 2 rows but input_ids has 1"):
+        model(input_ids=ids, image_features=torch.randn(2, 2, 4, 32))
     with pytest.raises(ValueError, match="unsupported text family"):
         UniMPConfig.from_preset("tiny", text_config={"model_type": "bert"})
     with pytest.raises(ValueError, match="Unknown UniMP preset"):
         UniMPConfig.from_preset("huge")
-
-
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-@pytest.mark.parametrize("switch", ["embedding_dropout", "hidden_dropout"])
-def test_dropout_acts_only_while_training(switch, family):
-    model = tiny_model(family, **{switch: 0.5})
-    ids = torch.tensor([history(2)])
-    pixels = torch.randn(1, 2, 3, 16, 16)
-    with torch.no_grad():
-        reference = tiny_model(family)(input_ids=ids, pixel_values=pixels).logits
-        torch.testing.assert_close(model(input_ids=ids, pixel_values=pixels).logits, reference)  # eval: no dropout
-        model.train()
-        torch.manual_seed(1)
-        first = model(input_ids=ids, pixel_values=pixels).logits
-        second = model(input_ids=ids, pixel_values=pixels).logits
-    assert not torch.allclose(first, reference) and not torch.allclose(first, second)
-    with pytest.raises(ValueError, match=f"{switch} must be in"):
-        tiny_config(**{switch: 1.0})
+    with pytest.raises(ValueError, match="answer_media='last_image' is not supported"):
+        tiny_config(answer_media="last_image")

@@ -219,18 +219,6 @@ def test_continuing_from_a_cache_never_drops_images_silently():
                   media_attention_mask=torch.ones(2, ids.shape[1], 2, dtype=torch.bool))  # fmt: skip
 
 
-def test_text_conditioned_queries_continue_only_from_the_first_calls_latents():
-    tester = UniMPModelTester(text_conditioned_queries=True)
-    model = tester.create_model()
-    inputs = tester.prepare_inputs()
-    with torch.no_grad():
-        prefix = model(**inputs, use_cache=True)
-        mask = torch.zeros(2, 1, 2, dtype=torch.bool)
-        with pytest.raises(ValueError, match="needs the first call's media_latents"):
-            model(input_ids=torch.tensor([[32], [32]]), cache=prefix.cache, pixel_values=inputs["pixel_values"],
-                  image_mask=inputs["image_mask"], media_attention_mask=mask)  # fmt: skip
-
-
 def test_generate_passes_latents_and_the_new_tokens_media_mask_after_the_first_step():
     tester = UniMPModelTester()
     model = tester.create_model()
@@ -350,9 +338,7 @@ POLICIES = {
     "all unfrozen": {},
     "default policy": {"freeze_vision_tower": True, "freeze_language_model": True},
     "frozen LM, new token rows": {"freeze_vision_tower": True, "freeze_language_model": True, "resize": 300},
-    "SigLIP, text-conditioned": {
-        "vision_config": {"model_type": "siglip_vision_model"}, "text_conditioned_queries": True
-    },
+    "SigLIP": {"vision_config": {"model_type": "siglip_vision_model"}},
 }
 
 
@@ -403,15 +389,29 @@ def test_get_image_features_takes_the_models_image_inputs_and_returns_features_a
     torch.testing.assert_close(from_features, output.logits)
 
 
-def test_get_image_features_conditions_latents_on_text_only_when_given_it():
-    tester = UniMPModelTester(text_conditioned_queries=True)
+@pytest.mark.parametrize("vision", ["clip_vision_model", "siglip_vision_model"])
+def test_get_image_features_returns_the_vision_towers_hidden_states_and_attentions_per_image_slot(vision):
+    tester = UniMPModelTester(vision_config={"model_type": vision})
     model = tester.create_model()
+    model.set_attn_implementation("eager")  # SDPA computes no attention weights
+    inputs = tester.prepare_inputs()
+    real = inputs["image_mask"].flatten()
     with torch.no_grad():
-        model.resampler.query_conditioning.weight.normal_()
-        inputs = tester.prepare_inputs()
-        assert model.get_image_features(inputs["pixel_values"], inputs["image_mask"]).pooler_output is None
-        with_text = model.get_image_features(inputs["pixel_values"], inputs["image_mask"], inputs["input_ids"])
-        torch.testing.assert_close(with_text.pooler_output, model(**inputs).media_latents)
+        plain = model.get_image_features(inputs["pixel_values"], inputs["image_mask"])
+        asked = model.get_image_features(
+            inputs["pixel_values"], inputs["image_mask"], output_hidden_states=True, output_attentions=True
+        )
+        tower = model.vision_tower(
+            pixel_values=inputs["pixel_values"].flatten(0, 1)[real], output_hidden_states=True, output_attentions=True
+        )
+    assert plain.hidden_states is None and plain.attentions is None
+    torch.testing.assert_close(asked.pooler_output, plain.pooler_output)
+    layers = model.config.vision_config.num_hidden_layers
+    assert len(asked.hidden_states) == layers + 1 and len(asked.attentions) == layers
+    for ours, theirs in zip(asked.hidden_states + asked.attentions, tower.hidden_states + tower.attentions):
+        assert ours.shape == (2, 2, *theirs.shape[1:])
+        torch.testing.assert_close(ours.flatten(0, 1)[real], theirs)
+        assert ours[1, 1].abs().sum() == 0  # the padding slot
 
 
 def test_outputs_carry_the_image_outputs_of_the_images_encoded_in_the_call():
@@ -433,3 +433,51 @@ def test_outputs_carry_the_image_outputs_of_the_images_encoded_in_the_call():
 def test_base_model_prefix_names_the_language_model():
     model = UniMPModelTester().create_model()
     assert model.base_model is model.language_model is getattr(model, model.base_model_prefix)
+
+
+# ----- 8. initialisation ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["initialize_weights", "apply _init_weights"])
+@pytest.mark.parametrize("vision", ["clip_vision_model", "siglip_vision_model"])
+def test_a_model_built_on_meta_re_initialises_every_weight(vision, how):
+    tester = UniMPModelTester(vision_config={"model_type": vision})
+    with torch.device("meta"):
+        model = UniMPForConditionalGeneration(tester.get_config())
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.fill_(float("nan"))  # what `to_empty` leaves is arbitrary: make it visible
+    if how == "initialize_weights":
+        model.initialize_weights()
+    else:
+        model.apply(model._init_weights)
+    named = [*model.named_parameters(), *model.named_buffers()]
+    assert [name for name, tensor in named if tensor.is_floating_point() and not tensor.isfinite().all()] == []
+    gates = [param for name, param in model.named_parameters() if name.endswith("_gate")]
+    assert gates and all(gate.item() == 0 for gate in gates)  # the LM starts unchanged
+    inputs = tester.prepare_inputs()
+    with torch.no_grad():
+        assert model(**inputs).logits.isfinite().all()
+
+
+# ----- 9. generation --------------------------------------------------------------------------------------------------
+def test_prompt_lookup_generation_with_images_equals_plain_greedy_generation():
+    tester = UniMPModelTester()
+    model = tester.create_model()
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for param in model.parameters():  # a continuation that repeats prompt n-grams only in part
+            param.add_(torch.randn_like(param) * 0.1)
+    history = tester.history(3)
+    inputs = {"input_ids": torch.tensor([history + history[1:]]), "pixel_values": torch.randn(1, 6, 3, 16, 16)}
+    fed = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    plain = model.generate(**inputs, **kwargs)
+    fed.clear()
+    lookup = model.generate(**inputs, prompt_lookup_num_tokens=3, **kwargs)
+    assert max(fed[1:]) > 1, "no candidate tokens were fed onto the cache"
+    assert lookup.tolist() == plain.tolist()
+    assert len(set(plain[0, inputs["input_ids"].shape[1]:].tolist())) > 2

@@ -49,11 +49,9 @@ class ModelArguments:
     )
     answer_media: str | None = field(
         default=None,
-        metadata={"help": "all_images, last_image or own_chunk. Default: own_chunk with history_ids='before' (the "
-                          "final <answer> then reads images as every in-chunk <answer> of packed training does: "
-                          "through the chunks before it), else all_images."},
+        metadata={"help": "own_chunk or all_images: what the task and answer tokens read directly (default: the "
+                          "model's, own_chunk; UniMPConfig.answer_media)."},
     )
-    text_conditioned_queries: bool = field(default=False)
     freeze_vision_tower: bool | None = field(
         default=None,
         metadata={"help": "Override the preset's vision-tower policy; frozen, each distinct image is encoded once per "
@@ -83,19 +81,6 @@ class ModelArguments:
         metadata={"help": "Rank of that SVD (default: the hidden size). A low rank keeps the co-consumption structure "
                           "and drops the noise of the smallest factors (movielens-small: rank 32 or 64 trains to a "
                           "higher validation score than 256; README, 'Training recipe')."},
-    )
-    embedding_dropout: float | None = field(
-        default=None,
-        metadata={"help": "Dropout on the input token embeddings while training (default: the model's, 0 for a preset)."},
-    )
-    hidden_dropout: float = field(
-        default=0.0,
-        metadata={"help": "Dropout on each decoder layer's residual update while training (SASRec's hidden dropout; "
-                          "from-scratch presets only)."},
-    )
-    attention_dropout: float = field(
-        default=0.0,
-        metadata={"help": "Dropout on the LM's attention probabilities while training (from-scratch presets only)."},
     )
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
@@ -209,31 +194,20 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
                 interactions: Iterable[tuple[str, str]] = ()):
     """A saved model, or a new preset sized for the processor with its new token rows started from content (and,
     with `--item-init-interaction-weight`, from the train `(user_id, item_id)` pairs in `interactions`)."""
-    answer_media = model_args.answer_media or ("own_chunk" if processor.history_ids == "before" else "all_images")
-    from_scratch = not (model_args.model_name_or_path or model_args.text_model)
-    if not from_scratch and (model_args.hidden_dropout or model_args.attention_dropout):
-        raise ValueError("--hidden-dropout and --attention-dropout shape a from-scratch preset; a saved or pretrained "
-                         "model keeps its own.")
+    media = {"answer_media": model_args.answer_media} if model_args.answer_media else {}
     if model_args.model_name_or_path:
         model = UniMPForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     elif model_args.text_model:
         if not model_args.vision_model:
             raise ValueError("--text-model needs --vision-model: UniMP is composed from both backbones.")
         model = UniMPForConditionalGeneration.from_vision_text_pretrained(
-            model_args.vision_model, model_args.text_model, answer_media=answer_media,
-            text_conditioned_queries=model_args.text_conditioned_queries, image_token_id=processor.image_token_id,
-            end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
+            model_args.vision_model, model_args.text_model, image_token_id=processor.image_token_id,
+            end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id, **media,
         )
         model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
     else:
         frozen = {} if model_args.freeze_vision_tower is None else {"freeze_vision_tower": model_args.freeze_vision_tower}
-        model = unimp_for_processor(
-            model_args.model_preset, processor, answer_media=answer_media,
-            text_conditioned_queries=model_args.text_conditioned_queries, hidden_dropout=model_args.hidden_dropout,
-            text_config={"attention_dropout": model_args.attention_dropout}, **frozen,
-        )
-    if model_args.embedding_dropout is not None:
-        model.config.embedding_dropout = model_args.embedding_dropout
+        model = unimp_for_processor(model_args.model_preset, processor, **media, **frozen)
     if not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if (fields or model_args.item_init_image_weight or model_args.item_init_noise
