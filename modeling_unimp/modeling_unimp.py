@@ -27,6 +27,9 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_unimp import DECODER_LAYERS_PATH, UniMPConfig
 
 
+IMAGE_INPUTS = ("pixel_values", "image_features", "media_latents")
+"""The image inputs of `forward`, from the least to the most processed; a call takes one of them."""
+
 # Vision-tower modules that only feed its pooled output, which UniMP never reads: frozen so that every trainable
 # parameter gets a gradient.
 UNUSED_VISION_MODULES = {
@@ -378,7 +381,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         self.vocab_size = config.text_config.vocab_size
         self.post_init()
         # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
-        self._keys_to_ignore_on_save = [f"language_model.{k}" for k in self.language_model.all_tied_weights_keys] or None
+        tied = self.language_model.all_tied_weights_keys
+        self._keys_to_ignore_on_save = [f"language_model.{k}" for k in tied] or None
         self.apply_trainable_policy()
 
     # ----- embeddings -------------------------------------------------------------------------------------------
@@ -710,23 +714,26 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 
     # ----- generation -------------------------------------------------------------------------------------------------
     def _prepare_model_inputs(self, *args, **kwargs) -> tuple[torch.Tensor, str | None, dict[str, Any]]:
-        """`generate`'s prompt: every image needs exactly one `<image>` token there (checked once, before any token
-        is generated or proposed by an assistant: such `<image>` tokens have no image and see none)."""
+        """`generate`'s prompt: one image input, and one `<image>` token per image (checked before any token is
+        generated or proposed by an assistant: such `<image>` tokens have no image and see none). A prompt that
+        continues a filled cache (an assistant's later rounds) holds accepted tokens and is not checked."""
         inputs, input_name, model_kwargs = super()._prepare_model_inputs(*args, **kwargs)
-        images = _given_images(**{k: model_kwargs.get(k) for k in ("pixel_values", "image_features", "media_latents")})
-        if images is not None and input_name == "input_ids":
+        images = _given_images(**{name: model_kwargs.get(name) for name in IMAGE_INPUTS})
+        cache = model_kwargs.get("cache")
+        if images is not None and input_name == "input_ids" and (cache is None or cache.get_seq_length() == 0):
             self._check_images(inputs, _default_image_mask(images[1], model_kwargs.get("image_mask")))
         return inputs, input_name, model_kwargs
 
     def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, **kwargs) -> dict[str, Any]:
-        """Build the media mask from the whole sequence so far, then keep only the rows of the tokens fed now (one
-        or, for an assistant's candidates, several). Once the first step's `media_latents` are kept, the images they
-        came from are not fed again."""
+        """Feed the most processed image input kept (the first step's `media_latents` once there are some, else the
+        images given, again if a cache was filled without them: an assistant's later rounds), and the media mask
+        built from the whole sequence so far, cut to the tokens fed now (one, or an assistant's candidates)."""
         model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
-        if model_inputs.get("media_latents") is not None:
-            model_inputs["pixel_values"] = model_inputs["image_features"] = None
-        images = _given_images(**{k: model_inputs.get(k) for k in ("pixel_values", "image_features", "media_latents")})
-        if images is not None:
+        for name in IMAGE_INPUTS:
+            model_inputs.pop(name, None)
+        name = next((name for name in reversed(IMAGE_INPUTS) if kwargs.get(name) is not None), None)
+        if name is not None and (images := _given_images(**{name: kwargs[name]})) is not None:
+            model_inputs[name] = images[1]
             image_mask = model_inputs["image_mask"] = _default_image_mask(images[1], kwargs.get("image_mask"))
             full_mask = build_media_attention_mask(input_ids, self.config, image_mask, attention_mask)
             model_inputs["media_attention_mask"] = full_mask[:, -model_inputs["input_ids"].shape[1]:]

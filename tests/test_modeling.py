@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from transformers import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration
+from modeling_unimp.modeling_unimp import build_media_attention_mask
 
 IMAGE, END, ANSWER = 10, 11, 12
 TEXT_FAMILIES = ["llama", "gpt_neox", "gpt2", "qwen2"]
@@ -147,6 +149,17 @@ def test_item_without_image_sees_no_image():
     assert visual[4:].abs().amax() == 0
 
 
+@pytest.mark.parametrize("answer_media", ["own_chunk", "all_images"])
+def test_an_image_token_beyond_the_given_images_sees_none(answer_media):
+    """A generated (or an assistant's candidate) `<image>` has no image: it reads none, and nothing raises."""
+    config = tiny_config(answer_media=answer_media)
+    ids = torch.tensor([history(2, tail=(30, ANSWER, IMAGE, IMAGE))])
+    mask = build_media_attention_mask(ids, config, torch.ones(1, 2, dtype=torch.bool))
+    without = build_media_attention_mask(ids[:, :-2], config, torch.ones(1, 2, dtype=torch.bool))
+    assert torch.equal(mask[:, :-2], without)
+    assert mask[0, -1].tolist() == mask[0, -2].tolist() == mask[0, -3].tolist()  # what the tail saw, no own image
+
+
 @pytest.mark.parametrize("family", TEXT_FAMILIES)
 def test_cached_generate_equals_uncached_greedy_decoding(family):
     model = tiny_model(family)
@@ -207,7 +220,7 @@ def test_precomputed_image_features_and_latents_match_pixels():
     torch.testing.assert_close(from_latents, reference.logits)
 
 
-IMAGE_INPUT_PAIRS = [("pixel_values", "image_features"), ("pixel_values", "media_latents"), ("image_features", "media_latents")]
+IMAGE_INPUT_PAIRS = list(itertools.combinations(["pixel_values", "image_features", "media_latents"], 2))
 
 
 @pytest.mark.parametrize("given", IMAGE_INPUT_PAIRS)

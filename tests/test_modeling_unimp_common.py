@@ -461,23 +461,33 @@ def test_a_model_built_on_meta_re_initialises_every_weight(vision, how):
 
 
 # ----- 9. generation --------------------------------------------------------------------------------------------------
-def test_prompt_lookup_generation_with_images_equals_plain_greedy_generation():
-    tester = UniMPModelTester()
+def perturbed_model(tester: UniMPModelTester, seed: int) -> UniMPForConditionalGeneration:
+    """A tiny model whose greedy continuations vary (the unperturbed one repeats a token)."""
     model = tester.create_model()
-    torch.manual_seed(2)
+    torch.manual_seed(seed)
     with torch.no_grad():
-        for param in model.parameters():  # a continuation that repeats prompt n-grams only in part
+        for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("candidates", ["prompt lookup", "UniMP assistant"])
+def test_generation_feeding_candidate_tokens_with_images_equals_plain_greedy_generation(candidates):
+    """Assisted decoding feeds several new tokens at once onto the cache; their media mask must follow."""
+    tester = UniMPModelTester()
+    model = perturbed_model(tester, seed=2)
     history = tester.history(3)
     inputs = {"input_ids": torch.tensor([history + history[1:]]), "pixel_values": torch.randn(1, 6, 3, 16, 16)}
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    plain = model.generate(**inputs, **kwargs)
     fed = []
     model.register_forward_pre_hook(
         lambda module, args, kwargs: fed.append(kwargs["input_ids"].shape[1]), with_kwargs=True
     )
-    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
-    plain = model.generate(**inputs, **kwargs)
-    fed.clear()
-    lookup = model.generate(**inputs, prompt_lookup_num_tokens=3, **kwargs)
+    if candidates == "prompt lookup":  # candidates copied from the prompt's n-grams
+        assisted = model.generate(**inputs, prompt_lookup_num_tokens=3, **kwargs)
+    else:  # a differently perturbed assistant, which gets the images too
+        assisted = model.generate(**inputs, assistant_model=perturbed_model(tester, seed=5), **kwargs)
     assert max(fed[1:]) > 1, "no candidate tokens were fed onto the cache"
-    assert lookup.tolist() == plain.tolist()
+    assert assisted.tolist() == plain.tolist()
     assert len(set(plain[0, inputs["input_ids"].shape[1]:].tolist())) > 2
