@@ -29,6 +29,8 @@ from .configuration_unimp import DECODER_LAYERS_PATH, UniMPConfig
 
 IMAGE_INPUTS = ("pixel_values", "image_features", "media_latents")
 """The image inputs of `forward`, from the least to the most processed; a call takes one of them."""
+TRAINING_INPUTS = ("token_kinds", "task_ids")
+"""The processor's outputs that only the training loss reads (`forward` refuses them)."""
 
 # Vision-tower modules that only feed its pooled output, which UniMP never reads: frozen so that every trainable
 # parameter gets a gradient.
@@ -672,6 +674,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         """
         if input_ids is None:
             raise ValueError("UniMP needs input_ids: the media mask is read from the <image> and chunk tokens.")
+        _refuse_training_inputs(kwargs)
         images = _given_images(pixel_values=pixel_values, image_features=image_features, media_latents=media_latents)
         image_outputs = media_latents = None
         if images is None:
@@ -750,6 +753,15 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
 def _check_batched(name: str, media: torch.Tensor, dims: int) -> None:
     if media.dim() != dims:
         raise ValueError(f"{name} must be batched per row as (batch, num_images, ...); got shape {tuple(media.shape)}.")
+
+
+def _refuse_training_inputs(kwargs: dict[str, Any]) -> None:
+    """The processor's training-only outputs would reach the LM's keyword arguments and be ignored there."""
+    if given := [name for name in TRAINING_INPUTS if name in kwargs]:
+        raise ValueError(
+            f"forward does not take {' or '.join(given)}: they are read by UniMPTrainer's loss, which pops them. "
+            "Drop them before calling the model (evaluation.prompt_inputs does)."
+        )
 
 
 def _given_images(**media: torch.Tensor | None) -> tuple[str, torch.Tensor] | None:

@@ -415,6 +415,8 @@ def test_bad_inputs_raise_clear_errors():
         model(input_ids=ids, pixel_values=torch.randn(2, 3, 16, 16))
     with pytest.raises(ValueError, match="image_features is batched for 2 rows but input_ids has 1"):
         model(input_ids=ids, image_features=torch.randn(2, 2, 4, 32))
+    with pytest.raises(ValueError, match="forward does not take token_kinds or task_ids"):
+        model(input_ids=ids, token_kinds=torch.zeros_like(ids), task_ids=torch.tensor([0]))
     with pytest.raises(ValueError, match="unsupported text family"):
         UniMPConfig.from_preset("tiny", text_config={"model_type": "bert"})
     with pytest.raises(ValueError, match="Unknown UniMP preset"):
