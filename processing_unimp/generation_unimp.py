@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .image_codes_unimp import code_grid_size, decode_image_codes, encode_image_codes
-from .image_processing_unimp import load_rgb_image
 from .schema_unimp import item_id_of
 
 _PROMPT_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_mask")
@@ -259,29 +258,12 @@ def generate_item_images(
     return decode_image_codes(image_tokenizer, codes, (height, width))
 
 
-def image_grid(rows: Sequence[Sequence[Any]], scale: int = 3, padding: int = 2) -> Image.Image:
-    """One RGB picture of rows of images (PIL or image dicts), each enlarged `scale` times, on a white ground."""
-    pictures = [[load_rgb_image(image, f"row {r}, column {c}") for c, image in enumerate(row)]
-                for r, row in enumerate(rows)]
-    width = max(picture.width for row in pictures for picture in row) * scale
-    height = max(picture.height for row in pictures for picture in row) * scale
-    columns = max(len(row) for row in pictures)
-    grid = Image.new("RGB", (columns * (width + padding) + padding, len(pictures) * (height + padding) + padding),
-                     "white")
-    for r, row in enumerate(pictures):
-        for c, picture in enumerate(row):
-            enlarged = picture.resize((width, height), Image.Resampling.NEAREST)
-            grid.paste(enlarged, (padding + c * (width + padding), padding + r * (height + padding)))
-    return grid
-
-
 __all__ = [
     "ContextCodeMixer",
     "ImageCodeLogitsProcessor",
     "context_code_grids",
     "generate_image_codes",
     "generate_item_images",
-    "image_grid",
     "retrieve_items",
     "with_image_codes",
 ]

@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from processing_unimp import UniMPProcessor
+from processing_unimp.export.figures import image_grid
 from processing_unimp.generation_unimp import (
     ContextCodeMixer,
     ImageCodeLogitsProcessor,
     generate_image_codes,
     generate_item_images,
-    image_grid,
     retrieve_items,
     with_image_codes,
 )
