@@ -1,12 +1,14 @@
 """Reading item images (PIL, file path or `datasets.Image` dict) as RGB, and the default image processor.
 
 Every image is bounded before it is decoded: its header gives its size, and one of more than `MAX_IMAGE_PIXELS`
-pixels is refused before any pixel is decompressed or resized (PIL's own decompression-bomb guard stays on).
+pixels is refused before any pixel is decompressed or resized (PIL's own decompression-bomb guard stays on), or,
+for a trusted local caller (`downscale=True`), downscaled to that many pixels (a JPEG already while it is decoded).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any
 
@@ -57,14 +59,32 @@ def check_image_pixels(image: Image.Image, item_id: str, max_pixels: int | None 
         )
 
 
-def load_rgb_image(value: Any, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+def _downscaled(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """`image` reduced by the smallest whole factor that leaves at most `max_pixels` pixels (box averaging, aspect
+    ratio kept; a JPEG is decoded at a reduced scale already)."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    factor = math.ceil(math.sqrt(image.width * image.height / max_pixels))
+    image.draft(None, (image.width // factor, image.height // factor))  # JPEG only: decode at 1/2, 1/4 or 1/8
+    factor = math.ceil(math.sqrt(image.width * image.height / max_pixels))
+    while math.ceil(image.width / factor) * math.ceil(image.height / factor) > max_pixels:
+        factor += 1
+    return image.reduce(factor) if factor > 1 else image
+
+
+def load_rgb_image(
+    value: Any, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS, downscale: bool = False
+) -> Image.Image:
     """Read an item's image as RGB; transparent images are composited on white, other modes converted.
 
-    An image of more than `max_pixels` pixels is refused from its header, before it is decoded. Raises a
-    `ValueError` naming the item when the image is too large or cannot be read or decoded.
+    An image of more than `max_pixels` pixels is refused from its header, before it is decoded, or with `downscale`
+    (a trusted local caller's photo) reduced to `max_pixels`. Raises a `ValueError` naming the item when the image
+    is refused or cannot be read or decoded.
     """
     try:
         image = _open(value)
+        if downscale:
+            image = _downscaled(image, max_pixels)
         check_image_pixels(image, item_id, max_pixels)
         image.load()
         check_image_pixels(image, item_id, max_pixels)  # a format may pick a larger frame when it decodes
