@@ -60,16 +60,20 @@ def check_image_pixels(image: Image.Image, item_id: str, max_pixels: int | None 
 
 
 def _downscaled(image: Image.Image, max_pixels: int | None) -> Image.Image:
-    """`image` reduced by the smallest whole factor that leaves at most `max_pixels` pixels (box averaging, aspect
-    ratio kept; a JPEG is decoded at a reduced scale already)."""
+    """`image` resized to at most `max_pixels` pixels, its aspect ratio kept (a JPEG is decoded at 1/2, 1/4 or 1/8
+    scale on the way; PIL reduces by a whole factor first, then box-filters the rest)."""
     if max_pixels is None or image.width * image.height <= max_pixels:
         return image
-    factor = math.ceil(math.sqrt(image.width * image.height / max_pixels))
-    image.draft(None, (image.width // factor, image.height // factor))  # JPEG only: decode at 1/2, 1/4 or 1/8
-    factor = math.ceil(math.sqrt(image.width * image.height / max_pixels))
-    while math.ceil(image.width / factor) * math.ceil(image.height / factor) > max_pixels:
-        factor += 1
-    return image.reduce(factor) if factor > 1 else image
+    scale = math.sqrt(max_pixels / (image.width * image.height))
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    if size[0] * size[1] > max_pixels:  # a very thin image: its short side stays one pixel
+        size = (min(size[0], max_pixels), min(size[1], max_pixels))
+    image.draft(None, size)  # JPEG only; never smaller than `size`
+    if image.size == size:
+        return image
+    if image.mode.startswith("I;16"):  # PIL cannot reduce 16-bit modes; 32-bit "I" keeps every value
+        image = image.convert("I")
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
 
 
 def load_rgb_image(

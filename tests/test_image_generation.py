@@ -146,7 +146,7 @@ def test_copy_weight_copies_the_context_items_codes_keeping_to_one_item(model, p
     torch.manual_seed(0)
     mixed = generate_image_codes(model, processor, [["no-image"]], ["c"], 16, copy_weight=0.5)
     assert torch.equal(alone, mixed)  # no codes in the context: the model alone
-    with pytest.raises(ValueError, match="`copy_weight` must be in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match=r"`copy_weight` must be in \[0, 1\], got 1\.5"):
         ContextCodeMixer([codes["i0"][None]], processor.image_code_token_ids, 1.5, 0)
 
 

@@ -158,7 +158,7 @@ def test_the_processor_item_index_is_the_pipelines(make_processor):
     torch.manual_seed(0)
     dropping = PersonalizationPipeline(model=unimp_for_processor("tiny", processor).eval(), processor=processor)
     assert dropping(history=["A1", "ZZ", "C3"], top_k=3) == dropping(history=["A1", "C3"], top_k=3)
-    with pytest.raises(ValueError, match="Unknown item id 'ZZ' in `target`: .* item vocabulary of 5 items"):
+    with pytest.raises(ValueError, match=r"Unknown item id 'ZZ' in `target`: .* item vocabulary of 5 items\."):
         dropping(history=["A1"], task="rate_explain", target="ZZ")
 
 

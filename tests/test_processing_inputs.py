@@ -95,6 +95,15 @@ def test_image_modes_are_converted_to_rgb(mode):
     assert image.mode == "RGB" and image.size == (4, 4)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "1"])
+@pytest.mark.parametrize(("size", "downscaled"), [((40, 30), (11, 8)), ((5000, 1), (100, 1)), ((1, 5000), (1, 100))])
+def test_a_local_image_over_the_pixel_limit_is_downscaled(mode, size, downscaled):
+    image = load_rgb_image(Image.new(mode, size), "A1", max_pixels=100, downscale=True)
+    assert image.mode == "RGB" and image.size == downscaled
+    with pytest.raises(ValueError, match=f"{size[0]}x{size[1]} = .* over the limit of 100 pixels"):
+        load_rgb_image(Image.new(mode, size), "A1", max_pixels=100)
+
+
 def test_transparent_images_are_composited_on_white():
     image = load_rgb_image(Image.new("RGBA", (2, 2), (255, 0, 0, 0)), "A1")
     assert image.getpixel((0, 0)) == (255, 255, 255)
