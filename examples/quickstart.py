@@ -31,8 +31,8 @@ import torch
 from transformers import pipeline
 
 from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset, read_statistics
+from processing_unimp.export.figures import image_grid
 from processing_unimp.export.hub import export
-from processing_unimp.generation_unimp import image_grid
 from processing_unimp.training.benchmark import budget_text, markdown, plot, ranking_speed, run_baselines, run_unimp
 from processing_unimp.training.image_generation import evaluate_generation
 from processing_unimp.training.image_tokenizer import train_image_tokenizer

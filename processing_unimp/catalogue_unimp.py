@@ -42,6 +42,12 @@ class ItemCatalogue:
             raise KeyError(f"Item {item_id!r} is not in the catalogue.")
         return self.table[self._rows[item_id]]
 
+    def value(self, item_id: str, field: str) -> Any:
+        """One attribute of an item, read without the rest of its row; None when the item or the column is missing."""
+        if item_id not in self._rows or field not in self.table.column_names:
+            return None
+        return self.table[field][self._rows[item_id]]
+
     def __deepcopy__(self, memo: dict) -> ItemCatalogue:
         """The catalogue is never mutated, so copies (e.g. in `ProcessorMixin.to_dict`) share it."""
         return self

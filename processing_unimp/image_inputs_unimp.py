@@ -8,7 +8,8 @@ touches the disk or the network, with one message that echoes nothing back, so a
 server's files.
 
 Every image is bounded: inline data by its size in bytes before it is decoded from base64, and every image by its
-pixel count, read from its header before a pixel is decompressed (`image_processing_unimp.load_rgb_image`). A URL
+pixel count, read from its header before a pixel is decompressed (`image_processing_unimp.load_rgb_image`): a remote
+caller's image over the limit is refused, the pipeline's own user's (a 12-48 MP phone photo) is downscaled to it. A URL
 is fetched only over http(s), after resolving its host and checking every address it resolves to: loopback,
 private, link-local, reserved, multicast and unspecified addresses are never contacted, the connection goes to the
 checked address (no second lookup), redirects are checked the same way, and the body is read up to `max_bytes`.
@@ -167,8 +168,10 @@ def decode_data_url(url: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
 class ImagePolicy:
     """Which image forms a pipeline accepts, and the limits every image is decoded under.
 
-    `allow_paths`: file paths (and `{"path": ...}` dicts) are opened; on for a pipeline's own user, off for
-    remote callers. `allow_urls`: http(s) URLs are fetched, never from a non-public address; off unless asked for.
+    `allow_paths`: the pipeline's own user (on) or remote callers (off). On, file paths (and `{"path": ...}`
+    dicts) are opened and an image over `max_pixels` is downscaled to it; off, paths are refused and so is an image
+    over `max_pixels`, from its header. `allow_urls`: http(s) URLs are fetched, never from a non-public address;
+    off unless asked for.
     """
 
     allow_paths: bool = True
@@ -180,13 +183,13 @@ class ImagePolicy:
     def read(self, value: Any, item_id: str) -> Image.Image:
         """The RGB image that `value` stands for, or a `ValueError` naming the item and what to send instead."""
         if isinstance(value, Image.Image):
-            return load_rgb_image(value, item_id, self.max_pixels)
+            return load_rgb_image(value, item_id, self.max_pixels, self.allow_paths)
         if isinstance(value, (bytes, bytearray, memoryview)):
             return self._decode(bytes(value), item_id)
         if isinstance(value, dict) and value.get("bytes"):
             return self._decode(bytes(value["bytes"]), item_id)
         if isinstance(value, dict) and value.get("path") and self.allow_paths:
-            return load_rgb_image(value["path"], item_id, self.max_pixels)
+            return load_rgb_image(value["path"], item_id, self.max_pixels, self.allow_paths)
         if isinstance(value, (str, os.PathLike)):
             return self._read_text(os.fspath(value), item_id)
         if not self.allow_paths:
@@ -219,7 +222,7 @@ class ImagePolicy:
                 raise _refused(item_id, f"was not fetched: {error}") from error
             return self._decode(body, item_id)
         if self.allow_paths:
-            return load_rgb_image(text, item_id, self.max_pixels)
+            return load_rgb_image(text, item_id, self.max_pixels, self.allow_paths)
         try:  # a remote caller's string is base64; whatever else it is, nothing is opened and nothing is echoed
             data = decode_base64(text, self.max_bytes)
         except ImageTooLargeError as error:
@@ -235,7 +238,7 @@ class ImagePolicy:
             )
         if not data:
             raise _refused(item_id, "is empty")
-        return load_rgb_image({"bytes": data, "path": None}, item_id, self.max_pixels)
+        return load_rgb_image({"bytes": data, "path": None}, item_id, self.max_pixels, self.allow_paths)
 
 
 __all__ = [

@@ -1,12 +1,14 @@
 """Reading item images (PIL, file path or `datasets.Image` dict) as RGB, and the default image processor.
 
 Every image is bounded before it is decoded: its header gives its size, and one of more than `MAX_IMAGE_PIXELS`
-pixels is refused before any pixel is decompressed or resized (PIL's own decompression-bomb guard stays on).
+pixels is refused before any pixel is decompressed or resized (PIL's own decompression-bomb guard stays on), or,
+for a trusted local caller (`downscale=True`), downscaled to that many pixels (a JPEG already while it is decoded).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any
 
@@ -57,14 +59,36 @@ def check_image_pixels(image: Image.Image, item_id: str, max_pixels: int | None 
         )
 
 
-def load_rgb_image(value: Any, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+def _downscaled(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """`image` resized to at most `max_pixels` pixels, its aspect ratio kept (a JPEG is decoded at 1/2, 1/4 or 1/8
+    scale on the way; PIL reduces by a whole factor first, then box-filters the rest)."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (image.width * image.height))
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    if size[0] * size[1] > max_pixels:  # a very thin image: its short side stays one pixel
+        size = (min(size[0], max_pixels), min(size[1], max_pixels))
+    image.draft(None, size)  # JPEG only; never smaller than `size`
+    if image.size == size:
+        return image
+    if image.mode.startswith("I;16"):  # PIL cannot reduce 16-bit modes; 32-bit "I" keeps every value
+        image = image.convert("I")
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
+
+
+def load_rgb_image(
+    value: Any, item_id: str, max_pixels: int | None = MAX_IMAGE_PIXELS, downscale: bool = False
+) -> Image.Image:
     """Read an item's image as RGB; transparent images are composited on white, other modes converted.
 
-    An image of more than `max_pixels` pixels is refused from its header, before it is decoded. Raises a
-    `ValueError` naming the item when the image is too large or cannot be read or decoded.
+    An image of more than `max_pixels` pixels is refused from its header, before it is decoded, or with `downscale`
+    (a trusted local caller's photo) reduced to `max_pixels`. Raises a `ValueError` naming the item when the image
+    is refused or cannot be read or decoded.
     """
     try:
         image = _open(value)
+        if downscale:
+            image = _downscaled(image, max_pixels)
         check_image_pixels(image, item_id, max_pixels)
         image.load()
         check_image_pixels(image, item_id, max_pixels)  # a format may pick a larger frame when it decodes

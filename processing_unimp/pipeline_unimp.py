@@ -18,9 +18,10 @@ import torch
 from transformers import LogitsProcessorList, Pipeline
 from transformers.utils import cached_file
 
+from .generation_unimp import NUM_RETRIEVED, check_copy_weight, check_temperature, generate_from_context
 from .image_inputs_unimp import MAX_IMAGE_BYTES, ImagePolicy, enable_decompression_bomb_guard
 from .image_processing_unimp import MAX_IMAGE_PIXELS
-from .ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
+from .ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences
 from .schema_unimp import INTERACTION_FIELDS, check_task, item_id_of
 
 REQUEST_FIELDS = ("history", "task", "query", "target", "candidates")
@@ -33,12 +34,6 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value}.")
     return value
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
-    return float(value)
 
 
 def _slot_subsets(slot_ids: Sequence[int]) -> list[tuple[int, ...]]:
@@ -79,7 +74,9 @@ class PersonalizationPipeline(Pipeline):
     `allow_image_urls=True`, and never from a loopback, private or link-local address. A server for remote
     callers (`handler.py`, the Space) passes `allow_image_paths=False`: then a path or URL is refused with a
     message that echoes neither, and PIL's decompression-bomb guard is turned on for the process. Every image is
-    at most `max_image_bytes` inline and `max_image_pixels` decoded, checked before it is decoded.
+    at most `max_image_bytes` inline; a remote caller's image of more than `max_image_pixels` is refused from its
+    header, the pipeline's own user's (a 12-48 MP photo) is downscaled to that many pixels and used. An image is
+    read once its item id is known to the processor.
     """
 
     _load_processor = True
@@ -105,10 +102,6 @@ class PersonalizationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("PersonalizationPipeline needs the model's UniMP processor (`processor=`).")
-        self._item_positions = {item_id: position for position, item_id in enumerate(self.processor.item_ids)}
-        catalogue = self.processor.catalogue
-        has_titles = catalogue is not None and "title" in catalogue.table.column_names
-        self._titles = dict(zip(catalogue.item_ids, catalogue.table["title"])) if has_titles else {}
 
     # ----------------------------------------------------------------- parameters
     def _sanitize_parameters(
@@ -138,10 +131,10 @@ class PersonalizationPipeline(Pipeline):
             raise TypeError(f"`exclude_seen` must be True or False, got {exclude_seen!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"`seed` must be an integer, got {seed!r}.")
-        if temperature is not None and _number("temperature", temperature) <= 0:
-            raise ValueError(f"`temperature` must be above 0, got {temperature}.")
-        if copy_weight is not None and not 0 <= _number("copy_weight", copy_weight) <= 1:
-            raise ValueError(f"`copy_weight` must be in [0, 1], got {copy_weight}.")
+        if temperature is not None:
+            check_temperature(temperature)
+        if copy_weight is not None:
+            check_copy_weight(copy_weight)
         preprocess = {"task": task, "query": query, "target": target, "candidates": candidates}
         forward = {"num_selected": num_selected, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                    "num_images": num_images, "seed": seed, "temperature": temperature, "copy_weight": copy_weight}
@@ -213,7 +206,9 @@ class PersonalizationPipeline(Pipeline):
         target: str | Mapping[str, Any] | None = None,
         candidates: Sequence[Any] | None = None,
     ) -> dict[str, Any]:
-        """Check one request and encode it as an inference prompt (ending at `<answer>`)."""
+        """Check one request and encode it as an inference prompt (ending at `<answer>`): the processor checks its
+        item ids, then reads its inline images under `image_policy`. generate_image encodes its search prompt: the
+        forward pass retrieves the items it generates from."""
         if not isinstance(request, Mapping):
             raise TypeError(f"A request must be a dict with a `history`, got {type(request).__name__}.")
         unknown = sorted(set(request) - set(REQUEST_FIELDS))
@@ -227,39 +222,28 @@ class PersonalizationPipeline(Pipeline):
             sample["target"] = self._target(request.get("target", target))
         if task == "select":
             sample["candidates"] = self._candidates(request.get("candidates", candidates))
+        prompt = sample
         if task == "generate_image":
             self._load_image_tokenizer()
-        return {"task": task, "sample": sample, "encoding": self.processor.encode(sample)}
+            prompt = {**sample, "task": "search"}
+        encoding = self.processor.encode(prompt, read_image=self.image_policy.read)
+        return {"task": task, "sample": sample, "encoding": encoding}
 
-    def _item_reference(self, reference: Any, field: str) -> str | dict[str, Any]:
-        """One item: a known id, or an item dict whose `image` (if any) is read here under `image_policy`."""
-        if isinstance(reference, Mapping):
-            item_id = reference.get("item_id")
-            if not isinstance(item_id, str):
-                raise TypeError(f"An item dict in `{field}` needs a string `item_id`, got {item_id!r}.")
-            if item_id not in self._item_positions:
-                raise self._unknown_item(item_id, field)
-            reference = dict(reference)
-            if reference.get("image") is not None:
-                reference["image"] = self.image_policy.read(reference["image"], item_id)
-        elif isinstance(reference, str):
-            item_id = reference
-        else:
+    @staticmethod
+    def _item_reference(reference: Any, field: str) -> str | Mapping[str, Any]:
+        """One item: an id, or an item dict with a string `item_id`."""
+        if isinstance(reference, str):
+            return reference
+        if not isinstance(reference, Mapping):
             raise TypeError(
                 f"Every entry of `{field}` must be an item id (str) or an item dict with `item_id`; "
                 f"got {type(reference).__name__} {reference!r}."
             )
-        if item_id not in self._item_positions:
-            raise self._unknown_item(item_id, field)
+        if not isinstance(reference.get("item_id"), str):
+            raise TypeError(f"An item dict in `{field}` needs a string `item_id`, got {reference.get('item_id')!r}.")
         return reference
 
-    def _unknown_item(self, item_id: str, field: str) -> ValueError:
-        return ValueError(
-            f"Unknown item id {item_id!r} in `{field}`: it is not in this model's catalogue "
-            f"of {len(self._item_positions)} items."
-        )
-
-    def _item_references(self, references: Any, field: str) -> list[str | dict[str, Any]]:
+    def _item_references(self, references: Any, field: str) -> list[str | Mapping[str, Any]]:
         if references is None or (isinstance(references, (list, tuple)) and not references):
             raise ValueError(f"`{field}` is empty; give at least one item id or item dict.")
         if not isinstance(references, (list, tuple)):
@@ -284,19 +268,10 @@ class PersonalizationPipeline(Pipeline):
         reference = {"item_id": reference} if isinstance(reference, str) else reference
         return {key: value for key, value in reference.items() if key not in INTERACTION_FIELDS}
 
-    def _candidates(self, candidates: Any) -> list[str | dict[str, Any]]:
+    def _candidates(self, candidates: Any) -> list[str | Mapping[str, Any]]:
         if candidates is None:
             raise ValueError("Task 'select' needs `candidates`: the item ids (or item dicts) to select from.")
-        references = self._item_references(candidates, "candidates")
-        ids = [r if isinstance(r, str) else r["item_id"] for r in references]
-        duplicates = sorted({item_id for item_id in ids if ids.count(item_id) > 1})
-        if duplicates:
-            raise ValueError(f"`candidates` lists item(s) {duplicates} more than once.")
-        if len(ids) > self.processor.num_slots:
-            raise ValueError(
-                f"`candidates` has {len(ids)} items, but this model selects among at most {self.processor.num_slots}."
-            )
-        return references
+        return self._item_references(candidates, "candidates")
 
     def _collate(self, task: str, prepared: list[dict[str, Any]]) -> dict[str, Any]:
         """Left-padded model inputs of a batch of one task, with the samples for postprocessing."""
@@ -315,14 +290,15 @@ class PersonalizationPipeline(Pipeline):
         seed: int | None = None,
         **sampling: float,
     ) -> dict[str, Any]:
-        """One forward pass to `<answer>`; rate_explain then generates the explanation, select may beam-search."""
-        task, samples = batch["task"], batch["samples"]
-        if task == "generate_image":
-            images = [self._generate_images(sample, num_images, seed, **sampling) for sample in samples]
-            return {"task": task, "samples": samples, "images": images}
-        inputs = batch["inputs"]
+        """One forward pass to `<answer>`; rate_explain then generates the explanation, select may beam-search, and
+        generate_image generates from the items that this (search) pass retrieves."""
+        task, samples, inputs = batch["task"], batch["samples"], batch["inputs"]
         output = self.model(**inputs, logits_to_keep=1)
         result = {"task": task, "samples": samples, "logits": output.logits[:, -1].float()}
+        if task == "generate_image":
+            retrieved = self.processor.rank_items(result["logits"], top_k=NUM_RETRIEVED)
+            result["images"] = [self._generate_images(sample, context[::-1], num_images, seed, **sampling)
+                                for sample, context in zip(samples, retrieved)]  # fmt: skip
         if task == "rate_explain":
             result["generated"] = self._explain(inputs, result["logits"], output.media_latents, max_new_tokens)
         if task == "select" and num_selected is None:
@@ -393,21 +369,20 @@ class PersonalizationPipeline(Pipeline):
             self._image_tokenizer = load_image_tokenizer(path, subfolder=IMAGE_TOKENIZER_FOLDER)
         return self._image_tokenizer
 
-    def _generate_images(self, sample: dict[str, Any], num_images: int, seed: int | None,
+    def _generate_images(self, sample: dict[str, Any], context: list[str], num_images: int, seed: int | None,
                          **sampling: float) -> list[Any]:
-        """Retrieve-then-generate (see `generation_unimp.generate_item_images`; `sampling`: its `temperature` and
-        `copy_weight`): PIL images for the query."""
-        from .generation_unimp import generate_item_images
-
-        tokenizer = self._load_image_tokenizer()
-        return generate_item_images(
-            self.model, self.processor, tokenizer, sample["history"], sample["query"], num_images=num_images, seed=seed,
-            **sampling,
-        )
+        """PIL images for the query from the retrieved `context` (best last), as `generation_unimp.generate_item_images`
+        makes them; `sampling` is its `temperature` and `copy_weight` where the call gives them."""
+        return generate_from_context(self.model, self.processor, self._load_image_tokenizer(), context, sample["query"],
+                                     num_images=num_images, seed=seed, **sampling)  # fmt: skip
 
     # ----------------------------------------------------------------- postprocessing
+    def _title(self, item_id: str) -> str | None:
+        catalogue = self.processor.catalogue
+        return catalogue.value(item_id, "title") if catalogue is not None else None
+
     def _item(self, item_id: str, score: float) -> dict[str, Any]:
-        return {"item_id": item_id, "score": score, "title": self._titles.get(item_id)}
+        return {"item_id": item_id, "score": score, "title": self._title(item_id)}
 
     def postprocess(
         self, outputs: dict[str, Any], top_k: int = 10, exclude_seen: bool = False, num_selected: int | None = None
@@ -418,11 +393,9 @@ class PersonalizationPipeline(Pipeline):
             return outputs["images"]
         logits = outputs["logits"]
         if task in ("recommend", "search"):
-            exclude = None
-            if exclude_seen:
-                exclude = [[self._item_positions[item_id_of(h)] for h in s["history"]] for s in samples]
-            ranked = rank_tokens(logits, self.processor.item_token_ids, top_k, exclude)
-            return [[self._item(self.processor.item_ids[position], score) for position, score in row] for row in ranked]
+            exclude = [[item_id_of(h) for h in s["history"]] for s in samples] if exclude_seen else None
+            ranked = self.processor.scored_items(logits, top_k, exclude)
+            return [[self._item(item_id, score) for item_id, score in row] for row in ranked]
         if task == "rate_explain":
             return [self._rating(row, generated, sample)
                     for row, generated, sample in zip(logits, outputs["generated"], samples)]  # fmt: skip
@@ -434,7 +407,7 @@ class PersonalizationPipeline(Pipeline):
         item_id = sample["target"]["item_id"]
         return {
             "item_id": item_id,
-            "title": self._titles.get(item_id),
+            "title": self._title(item_id),
             "rating": float(self.processor.expected_rating(logits)),
             "rating_distribution": dict(zip(self.processor.rating_values, probabilities)),
             "explanation": self.processor.decode_explanation(generated),

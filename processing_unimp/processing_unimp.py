@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from transformers.utils import cached_file
 from .catalogue_unimp import CATALOGUE_FILE, ItemCatalogue
 from .image_processing_unimp import load_rgb_image, make_image_processor
 from .ranking_unimp import rank_tokens
-from .schema_unimp import INTERACTION_FIELDS, TASKS, check_task, item_id_of
+from .schema_unimp import INTERACTION_FIELDS, TASKS, check_rating, check_task, item_id_of
 from .templates_unimp import (
     HISTORY_IDS,
     TEMPLATE_TEXTS,
@@ -51,6 +51,9 @@ from .vocabulary_unimp import (
 )
 
 DEFAULT_ITEM_FIELDS = ("title", "brand", "categories", "price", "description")
+ImageReader = Callable[[Any, str], Any]
+"""`read_image(value, item_id) -> image`: how the images that a sample gives inline are read (e.g. a pipeline's
+`ImagePolicy.read`, under a server's limits); it is called once the item id is known to the processor."""
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
@@ -245,9 +248,9 @@ class UniMPProcessor(ProcessorMixin):
         return "; ".join(parts)
 
     def _rating_token(self, rating: float, item_id: str) -> str:
-        """The token of the scale value nearest to `rating`; ratings outside the scale are an error."""
+        """The token of the scale value nearest to (finite) `rating`; ratings outside the scale are an error."""
         tolerance = 1e-6 * max(1.0, abs(self.rating_max))
-        if math.isnan(rating) or not self.rating_min - tolerance <= rating <= self.rating_max + tolerance:
+        if not self.rating_min - tolerance <= rating <= self.rating_max + tolerance:
             raise ValueError(
                 f"Item {item_id!r}: field `rating` is {rating}, outside the rating scale "
                 f"{self.rating_min:g}..{self.rating_max:g}."
@@ -263,26 +266,33 @@ class UniMPProcessor(ProcessorMixin):
             )
         return [image_code_token(int(code)) for code in codes]
 
-    def _entry(self, raw: str | Mapping[str, Any], task: str, role: str) -> Entry:
-        """Resolve one item reference: catalogue attributes, overridden by those given inline."""
+    def _entry(self, raw: str | Mapping[str, Any], task: str, role: str, read_image: ImageReader | None) -> Entry:
+        """Resolve one item reference: catalogue attributes, overridden by those given inline (an inline image read
+        with `read_image`, if given, once the id is known)."""
         item_id = item_id_of(raw)
         raw = {"item_id": raw} if isinstance(raw, str) else raw
         if item_id not in self._item_index:
-            raise ValueError(f"Unknown item id {item_id!r} in `{role}`: it is not in the processor's item vocabulary.")
+            raise ValueError(
+                f"Unknown item id {item_id!r} in `{role}`: it is not in the processor's item vocabulary "
+                f"of {len(self.item_ids)} items."
+            )
+        rating = check_rating(raw.get("rating"), item_id)
         attributes = dict(self.catalogue[item_id]) if self.catalogue is not None and item_id in self.catalogue else {}
         attributes.update({k: v for k, v in raw.items() if v is not None and k not in INTERACTION_FIELDS})
+        if read_image is not None and raw.get("image") is not None:
+            attributes["image"] = read_image(raw["image"], item_id)
         token = item_token(self._item_index[item_id])
         entry = Entry(item_id, token, self._describe(attributes), attributes.get("image"))
         if task == "rate_explain":
-            if raw.get("rating") is not None:
-                entry.rating_token = self._rating_token(float(raw["rating"]), item_id)
+            if rating is not None:
+                entry.rating_token = self._rating_token(rating, item_id)
             if raw.get("explanation"):
                 entry.explanation = cap_words(raw["explanation"], self.max_field_words) or None
         if task == "generate_image" and attributes.get("image_codes") is not None:
             entry.image_code_tokens = self._image_code_tokens(attributes["image_codes"], item_id)
         return entry
 
-    def _history(self, history: Sequence[Any], task: str) -> list[Entry]:
+    def _history(self, history: Sequence[Any], task: str, read_image: ImageReader | None = None) -> list[Entry]:
         """Resolve the history; unknown items raise or, with `unknown_items="drop"`, are skipped."""
         if not history:
             raise ValueError("The sample's `history` is empty; every task needs at least one history item.")
@@ -290,36 +300,48 @@ class UniMPProcessor(ProcessorMixin):
             history = [raw for raw in history if item_id_of(raw) in self._item_index]
             if not history:
                 raise ValueError("No item of the sample's `history` is in the processor's item vocabulary.")
-        return [self._entry(raw, task, "history") for raw in history]
+        return [self._entry(raw, task, "history", read_image) for raw in history]
 
-    def resolve(self, sample: Mapping[str, Any], task: str | None = None) -> ResolvedSample:
-        """Check a task sample (see README, "Data format") and resolve its item ids to entries."""
+    def resolve(
+        self, sample: Mapping[str, Any], task: str | None = None, read_image: ImageReader | None = None
+    ) -> ResolvedSample:
+        """Check a task sample (see README, "Data format") and resolve its item ids to entries; `read_image` (see
+        `ImageReader`) reads the images the sample gives inline."""
         task = check_task(sample.get("task") or task)
         query = sample.get("query")
         if task in ("search", "generate_image") and not query:
             raise ValueError(f"Task {task!r} needs a `query`.")
-        resolved = ResolvedSample(task, self._history(sample.get("history"), task), history_ids=self.history_ids)
+        history = self._history(sample.get("history"), task, read_image)
+        resolved = ResolvedSample(task, history, history_ids=self.history_ids)
         resolved.query = cap_words(query, self.max_field_words) if query else None
         if sample.get("target") is not None:
-            resolved.target = self._entry(sample["target"], task, "target")
+            resolved.target = self._entry(sample["target"], task, "target", read_image)
         if task == "rate_explain" and resolved.target is None:
             raise ValueError("Task 'rate_explain' needs a `target`: the item to rate (without rating at inference).")
         target = resolved.target
         if task == "generate_image" and target is not None and not target.image_code_tokens:
             raise ValueError(f"Item {target.item_id!r}: field `image_codes` is needed for a generate_image target.")
         if task == "select":
-            self._resolve_selection(sample, resolved)
+            self._resolve_selection(sample, resolved, read_image)
         return resolved
 
-    def _resolve_selection(self, sample: Mapping[str, Any], resolved: ResolvedSample) -> None:
+    def _resolve_selection(
+        self, sample: Mapping[str, Any], resolved: ResolvedSample, read_image: ImageReader | None
+    ) -> None:
         candidates = list(sample.get("candidates") or ())
         if not candidates:
             raise ValueError("Task 'select' needs `candidates`.")
         if len(candidates) > self.num_slots:
-            raise ValueError(f"Too many candidates: {len(candidates)} given, but num_slots={self.num_slots}.")
-        resolved.candidates = [self._entry(raw, "select", "candidates") for raw in candidates]
+            raise ValueError(
+                f"`candidates` has {len(candidates)} items, but this processor selects among at most "
+                f"{self.num_slots} (num_slots={self.num_slots})."
+            )
+        resolved.candidates = [self._entry(raw, "select", "candidates", read_image) for raw in candidates]
         resolved.slot_tokens = [slot_token(index) for index in range(len(candidates))]
         ids = [entry.item_id for entry in resolved.candidates]
+        duplicates = sorted({item_id for item_id in ids if ids.count(item_id) > 1})
+        if duplicates:
+            raise ValueError(f"`candidates` lists item(s) {duplicates} more than once.")
         if sample.get("answer") is not None:
             missing = [item_id for item_id in sample["answer"] if item_id not in ids]
             if missing:
@@ -358,9 +380,12 @@ class UniMPProcessor(ProcessorMixin):
             raise ValueError(f"Not even the latest history item fits in max_length={self.max_length}.")
         return kept
 
-    def encode(self, sample: Mapping[str, Any], task: str | None = None) -> dict[str, Any]:
-        """Render and tokenize one sample (unpadded lists, RGB images in `<image>` order)."""
-        resolved = self.resolve(sample, task)
+    def encode(
+        self, sample: Mapping[str, Any], task: str | None = None, read_image: ImageReader | None = None
+    ) -> dict[str, Any]:
+        """Render and tokenize one sample (unpadded lists, RGB images in `<image>` order); `read_image` (see
+        `ImageReader`) reads the images the sample gives inline."""
+        resolved = self.resolve(sample, task, read_image)
         layout: Layout = TEMPLATES[resolved.task](resolved)
         tail = self._tokenize(layout.tail)
         bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
@@ -466,9 +491,15 @@ class UniMPProcessor(ProcessorMixin):
 
         `logits` is (B, vocab) or (vocab,); `exclude` gives per row the item ids to leave out (e.g. seen items).
         """
+        return [[item_id for item_id, _ in row] for row in self.scored_items(logits, top_k, exclude)]
+
+    def scored_items(
+        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """`rank_items` with each item's probability among all items: per row `(item_id, probability)`, best first."""
         positions = [[self._item_index[i] for i in item_ids if i in self._item_index] for item_ids in exclude or ()]
         ranked = rank_tokens(logits, self.item_token_ids, top_k, positions)
-        return [[self.item_ids[position] for position, _ in row] for row in ranked]
+        return [[(self.item_ids[position], score) for position, score in row] for row in ranked]
 
     def rating_distribution(self, logits: torch.Tensor) -> torch.Tensor:
         """Probability of each of `rating_values`: the softmax over the rating tokens' logits (..., vocab)."""

@@ -6,6 +6,8 @@ interactions into task samples, which the processor templates render (see README
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -56,6 +58,18 @@ def item_id_of(reference: str | Mapping[str, Any]) -> Any:
     return reference if isinstance(reference, str) else reference.get("item_id")
 
 
+def check_rating(rating: Any, item_id: Any) -> float | None:
+    """A history entry's `rating` as a float, None when absent; a rating that is not a finite number is refused
+    with an error naming the item, so a NaN or infinite rating never reaches a prompt or a table silently."""
+    if rating is None:
+        return None
+    if isinstance(rating, bool) or not isinstance(rating, numbers.Real):
+        raise TypeError(f"Item {item_id!r}: field `rating` must be a number, got {rating!r} ({type(rating).__name__}).")
+    if not math.isfinite(rating):
+        raise ValueError(f"Item {item_id!r}: field `rating` is {rating}, not a finite number.")
+    return float(rating)
+
+
 _REQUIRED = {"items": ("item_id",), "interactions": ("user_id", "item_id", "timestamp")}
 
 
@@ -66,6 +80,8 @@ def _table(rows: Iterable[Mapping[str, Any]], features: datasets.Features, name:
         for column in _REQUIRED[name]:
             if row.get(column) is None:
                 raise ValueError(f"{name} row {position} has no `{column}`; it is required.")
+        if name == "interactions":
+            check_rating(row.get("rating"), row["item_id"])
     extra = list(dict.fromkeys(column for row in rows for column in row if column not in features))
     if extra:
         inferred = datasets.Dataset.from_list([{column: row.get(column) for column in extra} for row in rows])

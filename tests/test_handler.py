@@ -105,6 +105,15 @@ def test_images_and_parameters_are_bounded(handler, bomb_png, loopback_server):
     assert loopback_server.requests == []
 
 
+def test_a_rating_that_is_not_a_finite_number_is_refused(handler):
+    nan = {"item_id": "A1", "rating": float("nan")}  # what `json.loads('{"rating": NaN}')` gives
+    with pytest.raises(ValueError, match="Item 'A1': field `rating` is nan, not a finite number"):
+        handler({"inputs": {"history": [nan, "B2"]}})
+    results = handler({"inputs": [{"history": ["B2", nan]}, {"history": ["B2"]}]})
+    assert results[0]["error_type"] == "ValueError" and "field `rating` is nan" in results[0]["error"]
+    assert len(results[1]) == 5
+
+
 HANDLER_SCRIPT = """
 import importlib.util, json, sys
 folder, requests = sys.argv[1], json.loads(sys.argv[2])

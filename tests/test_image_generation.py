@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from processing_unimp import UniMPProcessor
+from processing_unimp.export.figures import image_grid
 from processing_unimp.generation_unimp import (
+    SAMPLING,
     ContextCodeMixer,
     ImageCodeLogitsProcessor,
     generate_image_codes,
     generate_item_images,
-    image_grid,
     retrieve_items,
     with_image_codes,
 )
@@ -141,12 +142,29 @@ def test_copy_weight_copies_the_context_items_codes_keeping_to_one_item(model, p
     # two items: each grid is one item's whole grid, not a patchwork of the two
     assert all(torch.equal(row, codes["i0"]) or torch.equal(row, codes["i3"]) for row in copied[2:])
     torch.manual_seed(0)
-    alone = generate_image_codes(model, processor, [["no-image"]], ["c"], 16)
+    alone = generate_image_codes(model, processor, [["no-image"]], ["c"], 16, copy_weight=0.0)
     torch.manual_seed(0)
     mixed = generate_image_codes(model, processor, [["no-image"]], ["c"], 16, copy_weight=0.5)
     assert torch.equal(alone, mixed)  # no codes in the context: the model alone
-    with pytest.raises(ValueError, match="copy_weight"):
+    with pytest.raises(ValueError, match=r"`copy_weight` must be in \[0, 1\], got 1\.5"):
         ContextCodeMixer([codes["i0"][None]], processor.image_code_token_ids, 1.5, 0)
+
+
+def test_sampling_has_one_default_and_one_validation(model, processor):
+    """`SAMPLING` is what every entry point samples with unless told; a prompt is encoded once for many images."""
+    contexts, queries = [["i0", "i3"], ["i1"]], ["bar", "square"]
+    torch.manual_seed(0)
+    default = generate_image_codes(model, processor, contexts, queries, 16, num_images=2)
+    torch.manual_seed(0)
+    explicit = generate_image_codes(model, processor, [c for c in contexts for _ in range(2)],
+                                    [q for q in queries for _ in range(2)], 16, **SAMPLING)  # fmt: skip
+    assert default.shape == (4, 16) and torch.equal(default, explicit)
+    for sampling, error, message in (({"temperature": 0}, ValueError, "`temperature` must be above 0, got 0"),
+                                     ({"temperature": "hot"}, TypeError, "`temperature` must be a number"),
+                                     ({"copy_weight": -0.5}, ValueError, "`copy_weight` must be in \\[0, 1\\]"),
+                                     ({"copy_weight": True}, TypeError, "`copy_weight` must be a number")):  # fmt: skip
+        with pytest.raises(error, match=message):
+            generate_image_codes(model, processor, contexts, queries, 16, **sampling)
 
 
 def test_generate_item_images_end_to_end(model, processor, vq):

@@ -97,9 +97,9 @@ def test_inline_data_is_bounded_before_it_is_decoded(bomb_png):
     for value in (big, base64.b64encode(big).decode(), data_url(big), {"bytes": big}):
         with pytest.raises(ValueError, match="over the limit of 100"):
             small.read(value, "A1")
-    for policy in (REMOTE, ImagePolicy()):  # remote and local alike: the header is read, no pixel decoded
-        with pytest.raises(ValueError, match="5000x5000 = 25,000,000 pixels, over the limit of 16,777,216"):
-            policy.read(bomb_png(5000, 5000), "A1")
+    with pytest.raises(ValueError, match="5000x5000 = 25,000,000 pixels, over the limit of 16,777,216"):
+        REMOTE.read(bomb_png(5000, 5000), "A1")  # the header is read, no pixel decoded (a local photo is downscaled)
+    for policy in (REMOTE, ImagePolicy()):  # remote and local alike
         with pytest.raises(
             ValueError, match="Item 'A1': field `image` is over the pixel limit \\(.*decompression bomb"
         ):

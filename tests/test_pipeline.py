@@ -12,6 +12,8 @@ from PIL import Image
 from transformers import LogitsProcessorList, pipeline
 
 from processing_unimp import PersonalizationPipeline
+from processing_unimp.generation_unimp import SAMPLING, generate_item_images
+from processing_unimp.image_inputs_unimp import ImagePolicy
 from processing_unimp.ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
 from processing_unimp.training.evaluation import answer_logits
 from processing_unimp.training.trainer import unimp_for_processor
@@ -133,6 +135,12 @@ def assert_same_items(first: list[dict], second: list[dict]) -> None:
         ({"history": ["A1"], "task": "generate_image", "query": "red", "copy_weight": 2}, ValueError, "`copy_weight`"),
         ({"history": ["A1"], "task": "generate_image", "query": "red", "copy_weight": "all"}, TypeError,
          "`copy_weight` must be a number"),
+        ({"history": ["A1"], "task": "generate_image", "query": "red", "temperature": "hot"}, TypeError,
+         "`temperature` must be a number"),
+        ({"history": ["B2", {"item_id": "A1", "rating": float("nan")}]}, ValueError,
+         "Item 'A1': field `rating` is nan, not a finite number"),
+        ({"history": [{"item_id": "C3", "rating": float("inf")}], "task": "search", "query": "hat"}, ValueError,
+         "Item 'C3': field `rating` is inf, not a finite number"),
         ({"history": ["A1"], "batch_size": 0}, ValueError, "`batch_size` must be a positive integer"),
         ({"history": [{"item_id": "A1", "image": "/no/such/image.png"}]}, ValueError, "Item 'A1': field `image`"),
         ({"history": [{"item_id": "C3", "image": {"bytes": b"not a png"}}]}, ValueError, "Item 'C3': field `image`"),
@@ -142,6 +150,52 @@ def assert_same_items(first: list[dict], second: list[dict]) -> None:
 def test_bad_input_raises_a_clear_error(pipe, call, error, message):
     with pytest.raises(error, match=message):
         pipe(**call)
+
+
+def test_the_processor_item_index_is_the_pipelines(make_processor):
+    """The pipeline checks no id itself: a processor that drops unknown history items makes a pipeline that does."""
+    processor = make_processor(unknown_items="drop")
+    torch.manual_seed(0)
+    dropping = PersonalizationPipeline(model=unimp_for_processor("tiny", processor).eval(), processor=processor)
+    assert dropping(history=["A1", "ZZ", "C3"], top_k=3) == dropping(history=["A1", "C3"], top_k=3)
+    with pytest.raises(ValueError, match=r"Unknown item id 'ZZ' in `target`: .* item vocabulary of 5 items\."):
+        dropping(history=["A1"], task="rate_explain", target="ZZ")
+
+
+def test_generate_image_encodes_the_request_once_with_the_library_defaults(pipe, monkeypatch):
+    """One search prompt (its forward pass retrieves), then one generation prompt for all `num_images`; the
+    pipeline's images are `generate_item_images`' with the same defaults (`SAMPLING`)."""
+    encoded = []
+    encode = pipe.processor.encode
+
+    def counting_encode(sample, *args, **kwargs):
+        encoded.append(sample["task"])
+        return encode(sample, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.processor, "encode", counting_encode)
+    images = pipe(history=["A1", "B2"], task="generate_image", query="red shoes", num_images=3, seed=0)
+    assert encoded == ["search", "generate_image"] and len(images) == 3
+    monkeypatch.undo()
+    tokenizer = pipe._load_image_tokenizer()
+    expected = generate_item_images(pipe.model, pipe.processor, tokenizer, ["A1", "B2"], "red shoes", num_images=3,
+                                    seed=0)  # fmt: skip
+    explicit = pipe(history=["A1", "B2"], task="generate_image", query="red shoes", num_images=3, seed=0, **SAMPLING)
+    pixels = [[np.asarray(image).tolist() for image in run] for run in (images, expected, explicit)]
+    assert pixels[0] == pixels[1] == pixels[2]
+
+
+def test_a_local_users_large_photo_is_downscaled_and_used(pipe, tmp_path):
+    """A 6000x6000 photo (36 MP, over the 16.8 MP limit) from a file: the pipeline's own user gets it read at a
+    reduced scale; a remote caller's policy refuses it from its header."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (6000, 6000), (200, 40, 40)).save(path, compress_level=1)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 300), (200, 40, 40)).save(small)
+    large = pipe(history=[{"item_id": "A1", "image": str(path)}, "B2"], top_k=5)
+    assert_same_items(large, pipe(history=[{"item_id": "A1", "image": str(small)}, "B2"], top_k=5))
+    assert large != pipe(history=["A1", "B2"], top_k=5)  # the photo reached the model
+    with pytest.raises(ValueError, match="6000x6000 = 36,000,000 pixels, over the limit of 16,777,216"):
+        ImagePolicy(allow_paths=False).read(path.read_bytes(), "A1")
 
 
 def test_bad_request_shapes(pipe):

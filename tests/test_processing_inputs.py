@@ -95,9 +95,31 @@ def test_image_modes_are_converted_to_rgb(mode):
     assert image.mode == "RGB" and image.size == (4, 4)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "1"])
+@pytest.mark.parametrize(("size", "downscaled"), [((40, 30), (11, 8)), ((5000, 1), (100, 1)), ((1, 5000), (1, 100))])
+def test_a_local_image_over_the_pixel_limit_is_downscaled(mode, size, downscaled):
+    image = load_rgb_image(Image.new(mode, size), "A1", max_pixels=100, downscale=True)
+    assert image.mode == "RGB" and image.size == downscaled
+    with pytest.raises(ValueError, match=f"{size[0]}x{size[1]} = .* over the limit of 100 pixels"):
+        load_rgb_image(Image.new(mode, size), "A1", max_pixels=100)
+
+
 def test_transparent_images_are_composited_on_white():
     image = load_rgb_image(Image.new("RGBA", (2, 2), (255, 0, 0, 0)), "A1")
     assert image.getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("task", ["recommend", "rate_explain"])
+@pytest.mark.parametrize("rating", [float("nan"), float("inf"), -float("inf")])
+def test_a_rating_that_is_not_a_finite_number_is_refused(processor, task, rating):
+    """Whatever the task, so that a NaN in a history never reaches a prompt silently; the schema's tables alike."""
+    history = ["B2", {"item_id": "A1", "rating": rating}]
+    with pytest.raises(ValueError, match=f"Item 'A1': field `rating` is {rating}, not a finite number"):
+        processor.encode({"task": task, "history": history, "target": "D4"})
+    with pytest.raises(ValueError, match=f"Item 'A1': field `rating` is {rating}, not a finite number"):
+        interactions_dataset([{"user_id": "u", "item_id": "A1", "timestamp": 1, "rating": rating}])
+    with pytest.raises(TypeError, match="Item 'A1': field `rating` must be a number, got 'five'"):
+        processor.encode({"task": task, "history": [{"item_id": "A1", "rating": "five"}], "target": "D4"})
 
 
 def test_rating_outside_the_scale(processor):
@@ -115,8 +137,10 @@ def test_unknown_task(processor):
 
 def test_selection_errors(processor):
     sample = {"task": "select", "history": ["A1"], "candidates": ["A1", "B2", "C3", "D4"]}
-    with pytest.raises(ValueError, match="Too many candidates: 4 given, but num_slots=3"):
+    with pytest.raises(ValueError, match="`candidates` has 4 items, but this processor selects among at most 3"):
         processor.encode(sample)
+    with pytest.raises(ValueError, match="`candidates` lists item\\(s\\) \\['B2'\\] more than once"):
+        processor.encode({**sample, "candidates": ["B2", "A1", "B2"]})
     with pytest.raises(ValueError, match="Item 'D4' in `answer` is not one of the `candidates`"):
         processor.encode({**sample, "candidates": ["A1", "B2"], "answer": ["D4"]})
     with pytest.raises(ValueError, match="needs `candidates`"):

@@ -39,7 +39,7 @@ DEFAULT_MODEL = "runs/quickstart/hub"
 DEFAULT_USERS = "runs/quickstart/space/test_users.json"
 TOP_K = 10
 NUM_RETRIEVED = 5
-"""As many items as retrieve-then-generate puts in its prompt (`generation_unimp.generate_item_images`)."""
+"""As many items as retrieve-then-generate puts in its prompt (`generation_unimp.NUM_RETRIEVED`)."""
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_PIXELS = 2048 * 2048
 CATALOGUE_PAGE = 24

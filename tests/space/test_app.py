@@ -89,6 +89,8 @@ def test_search_rating_selection_and_generation(demo):
         (lambda d: d.recommend('["i00",', None, None, False), "not valid JSON"),
         (lambda d: d.recommend("[]", None, None, False), "non-empty list"),
         (lambda d: d.show_history('[{"item_id": "nope"}]'), "Unknown item id 'nope'"),
+        (lambda d: d.recommend('[{"item_id": "i00", "rating": NaN}]', None, None, False),
+         "Item 'i00': field `rating` is nan, not a finite number"),
         (lambda d: d.search("i00", None, None, " "), "Type what you are looking for"),
         (lambda d: d.rate("i00", None, None, None), "Choose the item to rate"),
         (lambda d: d.rate("i00", None, None, "ZZ9"), "Unknown item id 'ZZ9' in the item to rate"),
