@@ -53,13 +53,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),
-    "unimp-title-chunks": ({"item_fields": "title"}, {}),
     "unimp-gamma0": ({}, {"gamma": 0.0}),
-    # SASRec's regulariser at RecBole's rate: half of every input-embedding entry dropped while training
-    "unimp-dropout": ({"embedding_dropout": 0.5}, {}),
-    # SASRec's whole dropout set: embeddings, every layer's residual update and the attention probabilities
-    "unimp-sasrec-dropout": ({"embedding_dropout": 0.5, "hidden_dropout": 0.5, "attention_dropout": 0.5}, {}),
-    "unimp-layer-dropout": ({"hidden_dropout": 0.1, "attention_dropout": 0.1}, {}),
     # item rows also started from the train interactions (a truncated SVD of the user x item matrix)
     "unimp-collaborative": ({"item_init_interaction_weight": 1.0}, {}),
     # the same from a rank-64 or rank-32 SVD: the co-consumption structure without the noise of the smallest factors

@@ -136,18 +136,4 @@ def packed_targets(encodings: Iterable[Mapping[str, Any]], processor) -> Counter
     return counts
 
 
-def packing_statistics(encodings: Sequence[Mapping[str, Any]], processor) -> dict[str, float]:
-    """Sequences, tokens, supervised item targets and images of a packed epoch."""
-    tokens = sum(len(e["input_ids"]) for e in encodings)
-    targets = sum(packed_targets(encodings, processor).values())
-    return {
-        "sequences": len(encodings),
-        "tokens": tokens,
-        "targets": targets,
-        "tokens_per_target": tokens / max(targets, 1),
-        "mean_length": tokens / max(len(encodings), 1),
-        "images": sum(len(e["images"]) for e in encodings),
-    }
-
-
-__all__ = ["pack_histories", "packed_targets", "packing_statistics", "user_histories"]
+__all__ = ["pack_histories", "packed_targets", "user_histories"]

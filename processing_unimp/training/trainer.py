@@ -145,24 +145,6 @@ def _token_matrices(model) -> list[torch.Tensor]:
     return list(matrices.values())
 
 
-@torch.no_grad()
-def init_item_tokens_from_text(model, processor, field: str = "title") -> int:
-    """Start each item token's embedding (and output) row at the mean of its item `field`'s token rows.
-
-    Items with similar text then start close, so a from-scratch model learns to rank them in hundreds of steps
-    instead of thousands: each item token alone is seen only a handful of times per epoch. Returns how many rows
-    were set (items without that field keep their random start).
-    """
-    catalogue = processor.catalogue
-    texts = [str(catalogue[item_id].get(field) or "") for item_id in processor.item_ids]
-    encoded = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    rows = [(row, ids) for row, ids in zip(processor.item_token_ids, encoded) if ids]
-    for weight in _token_matrices(model):
-        for row, ids in rows:
-            weight[row] = weight[ids].mean(0)
-    return len(rows)
-
-
 def _standardised(rows: torch.Tensor) -> torch.Tensor:
     """Rows centred over the catalogue and scaled to unit standard deviation (overall)."""
     rows = rows - rows.mean(0, keepdim=True)
@@ -395,7 +377,6 @@ __all__ = [
     "UniMPTrainingArguments",
     "init_image_code_tokens",
     "init_item_tokens_from_content",
-    "init_item_tokens_from_text",
     "interaction_factors",
     "item_content_rows",
     "parse_task_weights",

@@ -174,21 +174,6 @@ def test_weight_decay_only_on_cross_attention(tmp_path):
     assert not any(n.endswith("_gate") or "norm" in n for n in names)
 
 
-def test_item_tokens_start_from_their_title_embeddings(catalogue_items):
-    from processing_unimp import UniMPProcessor
-    from processing_unimp.training.trainer import init_item_tokens_from_text, unimp_for_processor
-
-    items = [*catalogue_items[:3], {"item_id": "Z9", "title": catalogue_items[0]["title"]}]
-    processor = UniMPProcessor.from_catalogue(items, vocab_size=300, image_size=16)
-    model = unimp_for_processor("tiny", processor)
-    assert init_item_tokens_from_text(model, processor) == 4
-    weight = model.get_input_embeddings().weight
-    rows = dict(zip(processor.item_ids, processor.item_token_ids))
-    torch.testing.assert_close(weight[rows["A1"]], weight[rows["Z9"]])  # same title, same start
-    title_ids = processor.tokenizer(catalogue_items[2]["title"], add_special_tokens=False)["input_ids"]
-    torch.testing.assert_close(weight[rows["C3"]], weight[title_ids].mean(0))
-
-
 def test_item_tokens_start_from_content_with_collisions_separated(catalogue_items):
     from processing_unimp import UniMPProcessor
     from processing_unimp.training.trainer import init_item_tokens_from_content, item_content_rows, unimp_for_processor
