@@ -16,8 +16,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from processing_unimp.training.evaluation import evaluate_ranking
-from processing_unimp.training.protocol import recommend_samples
+from processing_unimp.evaluation.protocol import recommend_samples
+from processing_unimp.evaluation.tasks import evaluate_ranking
 from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training
 from processing_unimp.training.trainer import UniMPTrainingArguments
 

@@ -17,18 +17,17 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 from processing_unimp.data.builders import load_unimp_dataset
+from processing_unimp.evaluation.protocol import recommend_samples
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from processing_unimp.processing_unimp import UniMPProcessor
 from processing_unimp.schema_unimp import TASKS
-from processing_unimp.training.packing import pack_histories
-from processing_unimp.training.protocol import recommend_samples
-from processing_unimp.training.trainer import (
-    UniMPTrainer,
-    UniMPTrainingArguments,
+from processing_unimp.training.initialisation import (
     init_image_code_tokens,
     init_item_tokens_from_content,
     unimp_for_processor,
 )
+from processing_unimp.training.packing import pack_histories
+from processing_unimp.training.trainer import UniMPTrainer, UniMPTrainingArguments
 
 
 @dataclass

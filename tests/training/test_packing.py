@@ -7,8 +7,8 @@ import pytest
 from datasets import Dataset
 
 from processing_unimp import TASKS, UniMPProcessor
+from processing_unimp.training.initialisation import unimp_for_processor
 from processing_unimp.training.packing import pack_histories, packed_targets, user_histories
-from processing_unimp.training.trainer import unimp_for_processor
 
 WORDS = ["red", "blue", "green", "wool", "linen", "coat", "shirt", "boots", "hat", "scarf"]
 

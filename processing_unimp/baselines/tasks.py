@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..evaluation.metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
+from ..evaluation.protocol import seen_mask
 from ..schema_unimp import item_id_of
-from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
-from .protocol import seen_mask
 
 _WORD = re.compile(r"[a-z0-9]+")
 

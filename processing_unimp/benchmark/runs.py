@@ -1,23 +1,18 @@
-"""Benchmark runs behind `examples/benchmark.py` and the quickstart: UniMP variants, baselines, ranking speed, tables.
-
-Not shipped to the Hub.
+"""Benchmark runs behind `examples/benchmark.py` and the quickstart: UniMP variants and the baselines, trained and
+scored under the one protocol (tables: `report`; ranking speed: `speed`). Not shipped to the Hub.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 
-from ..data.builders import bundled_dataset_path
-from ..ranking_unimp import token_scores
-from .baselines import (
+from ..baselines.recommenders import (
     ContentRecommender,
     ItemKNN,
     PopularityRecommender,
@@ -25,20 +20,20 @@ from .baselines import (
     SASRecRecommender,
     content_vectors,
 )
-from .evaluation import (
-    answer_logits,
+from ..baselines.tasks import task_baselines, user_mean_ratings
+from ..data.builders import bundled_dataset_path
+from ..evaluation.metrics import ranking_by_frequency, ranking_metrics
+from ..evaluation.protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
+from ..evaluation.tasks import (
     evaluate_explanations,
     evaluate_ranking,
     evaluate_rating,
     evaluate_selection,
-    prompt_inputs,
     ranking_ranks,
 )
-from .metrics import ranking_by_frequency, ranking_metrics
-from .protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
-from .recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
-from .task_baselines import task_baselines, user_mean_ratings
-from .trainer import UniMPTrainingArguments
+from ..training.recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
+from ..training.trainer import UniMPTrainingArguments
+from .report import row_name
 
 # The base run (`unimp_arguments`) is the packed next-item recipe: every train interaction a target once per epoch,
 # compact chunks (`<answer> <item_k> <image>? <|endofchunk|>`: the item's text enters through its token's
@@ -72,13 +67,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-search": ({"tasks": "recommend,search", "max_train_samples": 3000, "task_history_items": 4,
                       "freeze_vision_tower": True}, {}),
 }
-OTHER_TASKS = {  # UniMP's metrics key -> (its trivial baseline's row, the metrics compared; lower is better?)
-    "search": ("search: popularity in the query's category", ("HR@10", "NDCG@10"), False),
-    "rating": ("rating: user mean", ("expected_RMSE", "expected_MAE"), True),
-    "explanation": ("explanation: most common", ("BLEU-4", "ROUGE-L"), False),
-    "selection": ("selection: random", ("F1",), False),
-}
-HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
 
 SEEDED_BASELINES = ("sasrec",)  # the baselines whose fit depends on the seed (the others are deterministic)
@@ -223,199 +211,3 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
     return metrics, model, processor, data
 
 
-class PeakMemory:
-    """Peak resident memory of this process while the block runs, above its level at entry (MiB)."""
-
-    def __enter__(self):
-        self.process = psutil.Process()
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.mib = (self.peak - self.start) / 2**20
-
-
-@torch.no_grad()
-def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, float]:
-    """Exact full-ranking top-10 vs the original's 10-beam search (string-matched to items), on the same model."""
-    model.eval()
-    token_to_item = {token: item for item, token in zip(processor.item_ids, processor.item_token_ids)}
-    full, beam = [], []
-    timings = {}
-    for method in ("full_rank", "beam10"):
-        start = time.perf_counter()
-        with PeakMemory() as memory:
-            for begin in range(0, len(samples), batch_size):
-                inputs = prompt_inputs(processor, samples[begin : begin + batch_size], model.device)
-                if method == "full_rank":
-                    logits = token_scores(answer_logits(model, inputs), processor.item_token_ids)
-                    full += [[processor.item_ids[i] for i in row] for row in logits.topk(10).indices.tolist()]
-                else:
-                    out = model.generate(**inputs, num_beams=10, num_return_sequences=10, max_new_tokens=2,
-                                         do_sample=False, suppress_tokens=[processor.end_of_chunk_token_id])
-                    first = out[:, inputs["input_ids"].shape[1]].view(-1, 10).tolist()
-                    # The original decoded each beam to text and kept those naming a catalogue item.
-                    beam += [list(dict.fromkeys(token_to_item[t] for t in row if t in token_to_item)) for row in first]
-        timings[method] = (time.perf_counter() - start, memory.mib)
-    targets = [s["target"]["item_id"] for s in samples]
-
-    def hit(lists) -> float:
-        return sum(t in top for t, top in zip(targets, lists)) / len(targets)
-
-    return {
-        "num_users": len(samples),
-        "full_rank_users_per_s": len(samples) / timings["full_rank"][0],
-        "beam10_users_per_s": len(samples) / timings["beam10"][0],
-        "speedup": timings["beam10"][0] / timings["full_rank"][0],
-        "top10_agreement": sum(len(set(a) & set(b)) for a, b in zip(full, beam)) / (10 * len(samples)),
-        "full_rank_HR@10": hit(full),
-        "beam10_HR@10": hit(beam),
-        "beam10_valid_items_per_user": sum(map(len, beam)) / len(samples),
-        "full_rank_peak_rss_mib": timings["full_rank"][1],
-        "beam10_peak_rss_mib": timings["beam10"][1],
-    }
-
-
-def budget_text(epochs: float, max_steps: int) -> str:
-    """A UniMP run's budget as the protocol line states it."""
-    return f"{max_steps} steps" if max_steps > 0 else f"{epochs:g} epochs (packed recommend)"
-
-
-def row_name(model: str, seed: int) -> str:
-    """A seeded row's name in `benchmark.json` (a UniMP variant or a `SEEDED_BASELINES` one): with its seed unless 0."""
-    return model if seed == 0 else f"{model} (seed {seed})"
-
-
-def model_of(row: str) -> str:
-    """The model a row name stands for: the name without its seed."""
-    return row.split(" (seed ")[0]
-
-
-def variant_of(row: str) -> str | None:
-    """The UniMP variant a row name (`row_name`) stands for, or None for a baseline or reference row."""
-    return model_of(row) if model_of(row) in VARIANTS else None
-
-
-def seed_summary(models: dict[str, dict], metric: str = "NDCG@10") -> dict[str, tuple[float, float, int]]:
-    """`model -> (mean, sample std, runs)` of `metric` over the seeds of every model (UniMP variant or seeded
-    baseline) run with several seeds."""
-    runs: dict[str, list[float]] = {}
-    for name, metrics in models.items():
-        if metric in metrics:
-            runs.setdefault(model_of(name), []).append(metrics[metric])
-    summary = {}
-    for variant, values in runs.items():
-        if len(values) > 1:
-            mean = sum(values) / len(values)
-            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-            summary[variant] = (mean, std, len(values))
-    return summary
-
-
-def _other_tasks_table(models: dict[str, dict]) -> list[str]:
-    """Markdown rows of each UniMP run's other-task metrics beside their trivial baselines (test split)."""
-    lines = []
-    for name, metrics in models.items():
-        floors = metrics.get("task_baselines", {})
-        for key, (baseline, measures, lower) in OTHER_TASKS.items():
-            if key not in metrics or baseline not in floors:
-                continue
-            for measure in measures:
-                ours, floor = metrics[key][measure], floors[baseline][measure]
-                better = ours < floor if lower else ours > floor
-                lines.append(f"| {name} | {key} {measure} | {ours:.4f} | {baseline}: {floor:.4f} | "
-                             f"{'yes' if better else 'no'} |")
-    header = ["| UniMP run | task, metric | UniMP | trivial baseline | UniMP better |", "|---|---|---|---|---|"]
-    return header + lines + [""] if lines else []
-
-
-def _frequency_table(models: dict[str, dict]) -> list[str]:
-    """Test NDCG@10 of each row by the target item's train interactions (rows that carry `by_target_frequency`)."""
-    rows = {name: m["by_target_frequency"] for name, m in models.items() if m.get("by_target_frequency")}
-    if not rows:
-        return []
-    buckets = list(dict.fromkeys(b for r in rows.values() for b in r))
-    users = {b: next(r[b]["users"] for r in rows.values() if b in r) for b in buckets}
-    lines = ["Test NDCG@10 (± s.e.) by the target item's train interactions (users per bucket in brackets):", "",
-             "| model | " + " | ".join(f"{b} ({users[b]})" for b in buckets) + " |", "|---|" + "---|" * len(buckets)]
-    for name, row in rows.items():
-        cells = [f"{row[b]['NDCG@10']:.4f} ± {row[b]['NDCG@10_se']:.4f}" if b in row else "–" for b in buckets]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
-
-
-def markdown(results: dict) -> str:
-    lines = []
-    for name, block in results["datasets"].items():
-        lines += [f"### {name}", "", block["protocol"], "", "| model | " + " | ".join(HEADLINE) + " | NDCG@10 s.e. | "
-                  "train s |", "|---|" + "---|" * (len(HEADLINE) + 2)]
-        for model, metrics in block["models"].items():
-            cells = [f"{metrics[k]:.4f}" if k in metrics else "–" for k in (*HEADLINE, "NDCG@10_se")]
-            seconds = f"{metrics['train_seconds']:.0f}" if "train_seconds" in metrics else "–"
-            lines.append(f"| {model} | " + " | ".join(cells) + f" | {seconds} |")
-        lines.append("")
-        lines += _frequency_table(block["models"])
-        lines += _other_tasks_table(block["models"])
-        summary = seed_summary(block["models"])
-        if summary:
-            lines += ["| model | test NDCG@10, mean ± std over seeds | seeds |", "|---|---|---|",
-                      *[f"| {v} | {m:.4f} ± {sd:.4f} | {n} |" for v, (m, sd, n) in summary.items()], ""]
-    if "image_generation" in results:
-        lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",
-                  "|---|---|---|---|",
-                  *[f"| {m} | {v['fid']:.1f} | {v['consistency']:.3f} | {v['personalization']:.3f} |"
-                    for m, v in results["image_generation"].items()], ""]
-    if "speed" in results:
-        speed = results["speed"]
-        lines += ["### Full ranking vs 10-beam search", "", "| measure | value |", "|---|---|",
-                  *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in speed.items()], ""]
-    if "stage_seconds" in results:
-        stages = results["stage_seconds"]
-        lines += ["### Where the time went", "", "| stage | wall seconds |", "|---|---:|",
-                  *[f"| {name} | {seconds:.0f} |" for name, seconds in stages.items()],
-                  f"| total | {sum(stages.values()):.0f} |", ""]
-    return "\n".join(lines)
-
-
-def short_labels(names: list[str], width: int = 40) -> list[str]:
-    """Plot labels of at most `width` characters that keep each name's start and end (where a seed suffix sits)."""
-    head = (width - 1) * 3 // 5
-    return [name if len(name) <= width else name[:head] + "…" + name[len(name) - (width - 1 - head):]
-            for name in names]
-
-
-def plot(results: dict, path: Path) -> None:
-    """Test NDCG@10 of every row, one panel per dataset, with the standard error over users as error bars (UniMP
-    rows orange, references grey)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results["datasets"])
-    rows = max(len(results["datasets"][name]["models"]) for name in names)
-    figure, axes = plt.subplots(1, len(names), figsize=(7 * len(names), 1.5 + 0.3 * rows), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        models = results["datasets"][name]["models"]
-        colours = ["tab:orange" if variant_of(m) else "tab:grey" if m.startswith("reference")
-                   else "tab:blue" for m in models]
-        # one bar per row by position: labels as categories would stack rows whose short labels coincide
-        axis.barh(range(len(models)), [m["NDCG@10"] for m in models.values()],
-                  xerr=[m.get("NDCG@10_se", 0) for m in models.values()], color=colours)
-        axis.set_yticks(range(len(models)), short_labels(list(models)))
-        axis.set_title(name)
-        axis.set_xlabel("test NDCG@10 (exact full ranking; bars: s.e. over users)")
-        axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

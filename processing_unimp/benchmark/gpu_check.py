@@ -41,8 +41,8 @@ def environment() -> dict[str, Any]:
 
 def bf16_training(output_dir: Path, preset: str, max_steps: int, eval_users: int, dataset: str) -> tuple[dict, Any]:
     """Train `preset` in bf16 on one GPU; returns (report, trainer)."""
-    from .recipe import DataArguments, ModelArguments, run_training
-    from .trainer import UniMPTrainingArguments
+    from ..training.recipe import DataArguments, ModelArguments, run_training
+    from ..training.trainer import UniMPTrainingArguments
 
     args = UniMPTrainingArguments(
         output_dir=str(output_dir), max_steps=max_steps, bf16=True, learning_rate=1e-3, lr_scheduler_type="cosine",
@@ -76,8 +76,8 @@ def bf16_training(output_dir: Path, preset: str, max_steps: int, eval_users: int
 
 def full_ranking(model, processor, data, users: int, batch_size: int = 64) -> dict[str, Any]:
     """Users per second of exact full-catalogue ranking (bf16 autocast), after one warm-up batch."""
-    from .evaluation import evaluate_ranking
-    from .protocol import recommend_samples
+    from ..evaluation.protocol import recommend_samples
+    from ..evaluation.tasks import evaluate_ranking
 
     samples = list(recommend_samples(data, processor.item_ids, "test", users))
     model.eval()

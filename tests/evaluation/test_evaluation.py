@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from processing_unimp.training.evaluation import answer_logits, evaluate_ranking, prompt_inputs
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.evaluation.tasks import answer_logits, evaluate_ranking, prompt_inputs
+from processing_unimp.training.initialisation import unimp_for_processor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_every_process_runs_as_many_batches_as_the_largest_share(processor):
     samples has run out still runs one (on a stand-in sample) and drops its result, instead of hanging the others."""
     from types import SimpleNamespace
 
-    from processing_unimp.training.evaluation import _prompt_batches
+    from processing_unimp.evaluation.tasks import _prompt_batches
 
     torch.manual_seed(0)
     model = unimp_for_processor("tiny", processor).eval()
