@@ -31,8 +31,14 @@ from ..evaluation.tasks import (
     evaluate_selection,
     ranking_ranks,
 )
-from ..training.recipe import DataArguments, ModelArguments, recent_history, run_training, select_tasks
-from ..training.trainer import UniMPTrainingArguments
+from ..training.recipe import (
+    DataArguments,
+    ModelArguments,
+    recent_history,
+    run_training,
+    select_tasks,
+    training_arguments,
+)
 from .report import row_name
 
 # The base run (`unimp_arguments`) is the packed next-item recipe: every train interaction a target once per epoch,
@@ -141,29 +147,15 @@ def unimp_arguments(dataset: str, variant: str, output_dir: Path, preset: str, e
     text starts each item token's row.
     """
     data_model, training = VARIANTS[variant]
-    model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields, item_init_image_weight=1.0,
-                                item_init_noise=0.5)
-    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users, packed=True, tasks="recommend",
-                              item_fields="", max_history_items=50)
+    model_args = ModelArguments(model_preset=preset, init_item_tokens_from=init_fields)
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users)
     for key, value in {**overrides, **data_model}.items():
         target = next((args for args in (model_args, data_args) if hasattr(args, key)), None)
         if target is None:
             raise ValueError(f"UniMP override {key!r} is neither a ModelArguments nor a DataArguments field.")
         setattr(target, key, value)
-    # length-sorted batches pad less (movielens-small: 1.01x the real tokens against 1.77x at random) but are
-    # single-task batches, so runs that mix in other tasks keep the random order (README, "Training recipe")
-    sampling = "group_by_length" if data_args.tasks == "recommend" else "random"
-    schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
-    if max_steps > 0:
-        every = max(max_steps // 3, 1)
-        schedule = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
-    training_args = UniMPTrainingArguments(
-        output_dir=str(output_dir / variant), num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-3,
-        lr_scheduler_type="cosine", warmup_steps=0.02, per_device_train_batch_size=8, per_device_eval_batch_size=32,
-        save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="NDCG@10", greater_is_better=True,
-        logging_steps=50, report_to="none", prediction_loss_only=True, disable_tqdm=False, seed=seed,
-        **{"train_sampling_strategy": sampling, **schedule, **training},
-    )
+    training_args = training_arguments(output_dir / variant, data_args.tasks, max_steps, num_train_epochs=epochs,
+                                       seed=seed, disable_tqdm=False, **training)
     return model_args, data_args, training_args
 
 

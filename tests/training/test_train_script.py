@@ -18,8 +18,8 @@ def launch(*args: str) -> None:
 
 
 def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
-    launch("--model-preset", "tiny", "--dataset", "fashion-shop", "--max-steps", "3", "--max-test-users", "40",
-           "--output-dir", str(tmp_path / "multi"))
+    launch("--model-preset", "tiny", "--dataset", "fashion-shop", "--tasks", "recommend,search,rate_explain,select",
+           "--max-steps", "3", "--max-eval-users", "20", "--max-test-users", "40", "--output-dir", str(tmp_path / "multi"))
     multi = tmp_path / "multi"
     assert (multi / "model.safetensors").exists() and (multi / "processor_config.json").exists()
     assert (multi / "loss_curve.png").exists()
@@ -27,8 +27,30 @@ def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
     assert test["num_users"] == 40 and 0 <= test["NDCG@10"] <= 1
 
     launch("--model-name-or-path", str(multi), "--dataset", "fashion-shop", "--tasks", "recommend", "--lora",
-           "--max-steps", "2", "--max-test-users", "20", "--output-dir", str(tmp_path / "lora"))
+           "--max-steps", "2", "--max-eval-users", "20", "--max-test-users", "20", "--output-dir", str(tmp_path / "lora"))
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+
+
+def test_train_script_defaults_are_the_benchmark_recipe(tmp_path, monkeypatch):
+    """train.py with no flags and the benchmark's base run read one recipe: every argument agrees but the run's own
+    (output folder, budget, progress bars)."""
+    import dataclasses
+    import importlib.util
+
+    from processing_unimp.benchmark.runs import unimp_arguments
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "examples/train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    parsed = script.parse_args()
+    benchmark = unimp_arguments("fashion-shop", "unimp", tmp_path, "small", 1, None)
+    for ours, theirs in zip(parsed[:2], benchmark[:2]):
+        assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+    run_settings = {"output_dir", "logging_dir", "num_train_epochs", "disable_tqdm"}
+    ours, theirs = ({k: v for k, v in args.to_dict().items() if k not in run_settings}
+                    for args in (parsed[2], benchmark[2]))
+    assert ours == theirs
 
 
 def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalogue_items):
@@ -86,7 +108,8 @@ def test_collaborative_start_arguments_reach_the_item_rows(processor):
     token = dict(zip(processor.item_ids, processor.item_token_ids))
     rows = {}
     for rank in (1, 2):
-        model = build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_interaction_weight=1.0,
+        model = build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_image_weight=0.0,
+                                           item_init_noise=0.0, item_init_interaction_weight=1.0,
                                            item_init_interaction_rank=rank), processor, interactions=pairs)
         rows[rank] = model.get_input_embeddings().weight[[token[i] for i in ("A1", "B2", "C3")]].detach()
     assert torch.linalg.matrix_rank(rows[1]).item() == 1 and torch.linalg.matrix_rank(rows[2]).item() == 2
