@@ -95,7 +95,8 @@ def markdown(results: dict) -> str:
             lines += ["| model | test NDCG@10, mean ± std over seeds | seeds |", "|---|---|---|",
                       *[f"| {v} | {m:.4f} ± {sd:.4f} | {n} |" for v, (m, sd, n) in summary.items()], ""]
     if "image_generation" in results:
-        lines += ["### Image generation (fashion-shop)", "", "| method | FID-style distance | consistency | personalization |",
+        lines += ["### Image generation (fashion-shop)", "",
+                  "| method | FID-style distance | consistency | personalization |",
                   "|---|---|---|---|",
                   *[f"| {m} | {v['fid']:.1f} | {v['consistency']:.3f} | {v['personalization']:.3f} |"
                     for m, v in results["image_generation"].items()], ""]

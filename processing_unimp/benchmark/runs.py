@@ -117,7 +117,8 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
         seconds = time.perf_counter() - start
         ranks = scorer_ranks(model, split, "test", exclude_seen)
         row = rows[row_name(name, seed) if name in SEEDED_BASELINES else name] = {
-            **ranking_metrics(ranks), "train_seconds": seconds, "by_target_frequency": ranking_by_frequency(ranks, counts)}
+            **ranking_metrics(ranks), "train_seconds": seconds,
+            "by_target_frequency": ranking_by_frequency(ranks, counts)}
         if isinstance(model, SASRecRecommender):
             best = max(model.history, key=lambda r: r["validation"])
             row.update({"epochs": len(model.history), "best_epoch": best["epoch"],

@@ -175,13 +175,13 @@ def evaluate_selection(
 
 
 __all__ = [
+    "UniMPScorer",
     "answer_logits",
     "evaluate_explanations",
     "evaluate_ranking",
     "evaluate_rating",
     "evaluate_selection",
     "prompt_inputs",
-    "UniMPScorer",
     "ranking_ranks",
     "rating_predictions",
 ]

@@ -133,10 +133,11 @@ def item_content_rows(
         has_image[index] = True
     has_interactions = torch.zeros(len(texts), dtype=torch.bool)
     if interaction_weight:
-        factors, has_interactions = interaction_factors(processor.item_ids, interactions,
-                                                        weight.shape[1] if interaction_rank is None else interaction_rank, seed)
+        rank = weight.shape[1] if interaction_rank is None else interaction_rank
+        factors, has_interactions = interaction_factors(processor.item_ids, interactions, rank, seed)
         projection = torch.randn(factors.shape[1], weight.shape[1], generator=generator)
-        rows[has_interactions] += interaction_weight * _standardised(_standardised(factors[has_interactions]) @ projection)
+        projected = _standardised(factors[has_interactions]) @ projection
+        rows[has_interactions] += interaction_weight * _standardised(projected)
     if noise:
         rows += noise * torch.randn(rows.shape, generator=generator)
     rows = rows / rows.std().clamp(min=1e-12) * weight.float().std()

@@ -19,7 +19,8 @@ def launch(*args: str) -> None:
 
 def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
     launch("--model-preset", "tiny", "--dataset", "fashion-shop", "--tasks", "recommend,search,rate_explain,select",
-           "--max-steps", "3", "--max-eval-users", "20", "--max-test-users", "40", "--output-dir", str(tmp_path / "multi"))
+           "--max-steps", "3", "--max-eval-users", "20", "--max-test-users", "40",
+           "--output-dir", str(tmp_path / "multi"))
     multi = tmp_path / "multi"
     assert (multi / "model.safetensors").exists() and (multi / "processor_config.json").exists()
     assert (multi / "loss_curve.png").exists()
@@ -27,7 +28,8 @@ def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
     assert test["num_users"] == 40 and 0 <= test["NDCG@10"] <= 1
 
     launch("--model-name-or-path", str(multi), "--dataset", "fashion-shop", "--tasks", "recommend", "--lora",
-           "--max-steps", "2", "--max-eval-users", "20", "--max-test-users", "20", "--output-dir", str(tmp_path / "lora"))
+           "--max-steps", "2", "--max-eval-users", "20", "--max-test-users", "20",
+           "--output-dir", str(tmp_path / "lora"))
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
 
 
