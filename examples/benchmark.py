@@ -6,7 +6,7 @@
         --skip-baselines --output-dir runs/benchmark                          # one more row: a variant, a seed
     python examples/benchmark.py --dataset fashion-shop --export-recbole runs/recbole   # RecBole atomic files
 
-Protocol (`processing_unimp.training.protocol`): leave-one-out by time; every model gets each user's whole earlier
+Protocol (`processing_unimp.evaluation.protocol`): leave-one-out by time; every model gets each user's whole earlier
 history and ranks the whole catalogue; items the user interacted with are excluded (`--keep-seen` keeps them),
 the target never; ties count against the target, NaN ranks last; UniMP checkpoints and SASRec epochs are chosen
 on all validation users; test is scored once. Writes `benchmark.json` (merged with an existing one row by row, so
@@ -22,20 +22,12 @@ from pathlib import Path
 
 import torch
 
+from processing_unimp.benchmark.report import budget_text, markdown, plot, row_name
+from processing_unimp.benchmark.runs import VARIANTS, reference_rows, run_baselines, run_unimp
+from processing_unimp.benchmark.speed import ranking_speed
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.recbole import export_recbole
-from processing_unimp.training.benchmark import (
-    VARIANTS,
-    budget_text,
-    markdown,
-    plot,
-    ranking_speed,
-    reference_rows,
-    row_name,
-    run_baselines,
-    run_unimp,
-)
-from processing_unimp.training.protocol import LeaveOneOut, protocol_text
+from processing_unimp.evaluation.protocol import LeaveOneOut, protocol_text
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
+from processing_unimp.benchmark.image_generation import markdown_table, run_image_generation
 from processing_unimp.export.figures import image_grid
 from processing_unimp.generation_unimp import SAMPLING
-from processing_unimp.training.image_generation import markdown_table, run_image_generation
 from processing_unimp.training.image_tokenizer import TOKENIZER_EPOCHS
 
 

@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from processing_unimp.baselines.tasks import user_mean_ratings
 from processing_unimp.data.builders import load_unimp_dataset
+from processing_unimp.evaluation.tasks import evaluate_rating
 from processing_unimp.processing_unimp import UniMPProcessor
-from processing_unimp.training.evaluation import evaluate_rating
 from processing_unimp.training.recipe import recent_history, select_tasks
-from processing_unimp.training.task_baselines import user_mean_ratings
 
 
 def main() -> None:

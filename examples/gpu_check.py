@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from processing_unimp.training.gpu_check import run_gpu_check
+from processing_unimp.benchmark.gpu_check import run_gpu_check
 
 HERE = Path(__file__).resolve().parent
 

@@ -30,13 +30,15 @@ from pathlib import Path
 import torch
 from transformers import pipeline
 
+from processing_unimp.benchmark.image_generation import evaluate_generation
+from processing_unimp.benchmark.report import budget_text, markdown, plot
+from processing_unimp.benchmark.runs import run_baselines, run_unimp
+from processing_unimp.benchmark.speed import ranking_speed
 from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset, read_statistics
+from processing_unimp.evaluation.protocol import LeaveOneOut, protocol_text
 from processing_unimp.export.figures import image_grid
 from processing_unimp.export.hub import export
-from processing_unimp.training.benchmark import budget_text, markdown, plot, ranking_speed, run_baselines, run_unimp
-from processing_unimp.training.image_generation import evaluate_generation
 from processing_unimp.training.image_tokenizer import train_image_tokenizer
-from processing_unimp.training.protocol import LeaveOneOut, protocol_text
 
 RANKING_TASKS = "recommend,search,rate_explain,select"
 

@@ -1,9 +1,11 @@
-"""Train UniMP multi-task on a bundled dataset or a builder's output, with UniMPTrainer.
+"""Train UniMP on a bundled dataset or a builder's output, with UniMPTrainer and the benchmark's recipe.
 
     accelerate launch --config_file examples/accelerate/cpu.yaml examples/train.py \
         --model-preset small --dataset fashion-shop --output-dir runs/small
 
-Any `TrainingArguments` flag works too (`--learning-rate`, `--num-train-epochs`, `--resume-from-checkpoint` ...).
+The defaults are the recipe the benchmark and the quickstart train with (packed next-item recommend data; add
+`--tasks recommend,search,rate_explain,select` for multi-task training). Any `TrainingArguments` flag works too
+(`--learning-rate`, `--num-train-epochs`, `--resume-from-checkpoint` ...).
 Each evaluation ranks the whole catalogue for validation users; the best checkpoint is chosen on validation
 NDCG@10 and only then evaluated once on the test split. Writes the model and processor, `train_results.json`,
 `test_results.json` and `loss_curve.png` to the output directory.
@@ -16,26 +18,25 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from processing_unimp.training.evaluation import evaluate_ranking
-from processing_unimp.training.protocol import recommend_samples
-from processing_unimp.training.recipe import DataArguments, ModelArguments, run_training
+from processing_unimp.evaluation.protocol import recommend_samples
+from processing_unimp.evaluation.tasks import evaluate_ranking
+from processing_unimp.training.recipe import (
+    TRAINING_RECIPE,
+    DataArguments,
+    ModelArguments,
+    recipe_schedule,
+    run_training,
+)
 from processing_unimp.training.trainer import UniMPTrainingArguments
 
 
 def parse_args():
+    """The three argument dataclasses: the recipe's defaults (`processing_unimp.training.recipe`), then the flags."""
     parser = HfArgumentParser((ModelArguments, DataArguments, UniMPTrainingArguments))
-    # Defaults that train `small` on a CPU in minutes; every one can be overridden on the command line. Recommend
-    # trains packed (every train interaction a next-item target once per epoch) on compact chunks whose item text
-    # enters through content-started item rows, as in the benchmark (README, "Training recipe").
-    parser.set_defaults(
-        packed=True, item_fields="", max_history_items=50, init_item_tokens_from="title,categories",
-        item_init_image_weight=1.0, item_init_noise=0.5,
-        output_dir="runs/train", learning_rate=1e-3, per_device_train_batch_size=8, per_device_eval_batch_size=32,
-        num_train_epochs=1, lr_scheduler_type="cosine", warmup_steps=0.01, eval_strategy="steps", eval_steps=200,
-        save_strategy="steps", save_steps=200, save_total_limit=2, load_best_model_at_end=True,
-        metric_for_best_model="NDCG@10", greater_is_better=True, logging_steps=20, report_to="none",
-        prediction_loss_only=True,
-    )
+    parser.set_defaults(**TRAINING_RECIPE, **recipe_schedule(DataArguments.tasks), output_dir="runs/train",
+                        num_train_epochs=1)
+    _, data_args, training_args = parser.parse_args_into_dataclasses()  # the run's tasks and budget
+    parser.set_defaults(**recipe_schedule(data_args.tasks, training_args.max_steps))
     return parser.parse_args_into_dataclasses()
 
 

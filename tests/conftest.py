@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from processing_unimp import UniMPProcessor
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 
 ISOLATION_PRELUDE = """
 import importlib.util, sys

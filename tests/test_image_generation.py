@@ -9,6 +9,13 @@ import torch
 from PIL import Image
 
 from processing_unimp import UniMPProcessor
+from processing_unimp.evaluation.images import (
+    category_consistency,
+    evaluate_image_generation,
+    frechet_distance,
+    personalization_score,
+    train_feature_classifier,
+)
 from processing_unimp.export.figures import image_grid
 from processing_unimp.generation_unimp import (
     SAMPLING,
@@ -26,15 +33,8 @@ from processing_unimp.image_codes_unimp import (
     encode_image_codes,
     load_image_tokenizer,
 )
-from processing_unimp.training.image_eval import (
-    category_consistency,
-    evaluate_image_generation,
-    frechet_distance,
-    personalization_score,
-    train_feature_classifier,
-)
 from processing_unimp.training.image_tokenizer import build_vq, train_image_tokenizer
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 
 CODEBOOK = 16
 
@@ -254,8 +254,8 @@ def test_image_generation_benchmark_trains_the_recipe_and_reports_search_beside_
     """The benchmark's model is the ranking recipe's (packed recommend + search + generate_image): its search
     ranking and that of the floor it must beat come with the image sets' scores; it is saved, and scored again
     from the saved folder."""
+    from processing_unimp.benchmark.image_generation import METHODS, run_image_generation
     from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
-    from processing_unimp.training.image_generation import METHODS, run_image_generation
 
     report, rows = run_image_generation("fashion-shop", tmp_path, tokenizer_epochs=1, preset="tiny", max_steps=3,
                                         task_samples=40, validation_users=16, test_users=16, eval_users=4,

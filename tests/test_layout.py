@@ -92,8 +92,29 @@ def test_shipped_layer_is_flat_and_imports_only_flat_siblings():
 
 def test_tooling_lives_in_subpackages_apart_from_the_shipped_layer():
     tooling = {p.parent.name for p in (ROOT / "processing_unimp").rglob("*.py") if p.parent.name != "processing_unimp"}
-    assert tooling == {"data", "training", "export"}
+    assert tooling == {"data", "training", "evaluation", "baselines", "benchmark", "export"}
     assert not [p for p in (ROOT / "modeling_unimp").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+def _lines(paths) -> int:
+    return sum(len(path.read_text().splitlines()) for path in paths)
+
+
+def test_no_package_folder_holds_over_30_percent_of_the_lines():
+    """Rooms by role: no folder of the two packages (each counted without its subfolders) grows into a catch-all."""
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    total = _lines(files)
+    for folder in {p.parent for p in files}:
+        share = _lines(p for p in files if p.parent == folder) / total
+        assert share <= 0.30, f"{folder.relative_to(ROOT)} holds {share:.0%} of the packages' lines"
+
+
+def test_no_function_in_the_processing_package_exceeds_80_lines():
+    for path in (ROOT / "processing_unimp").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 80, f"{path.relative_to(ROOT)}: {node.name} has {length} lines"
 
 
 def test_no_example_imports_another_example():

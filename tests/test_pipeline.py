@@ -12,11 +12,11 @@ from PIL import Image
 from transformers import LogitsProcessorList, pipeline
 
 from processing_unimp import PersonalizationPipeline
+from processing_unimp.evaluation.tasks import answer_logits
 from processing_unimp.generation_unimp import SAMPLING, generate_item_images
 from processing_unimp.image_inputs_unimp import ImagePolicy
 from processing_unimp.ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences, rank_tokens
-from processing_unimp.training.evaluation import answer_logits
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 
 ITEM_IDS = ["A1", "B2", "C3", "D4", "E5"]
 

@@ -101,11 +101,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from processing_unimp.baselines.tasks import user_mean_ratings  # noqa: E402
 from processing_unimp.data.builders import load_unimp_dataset, run_builder  # noqa: E402
 from processing_unimp.data.config import BuildConfig, BuildReport  # noqa: E402
-from processing_unimp.training.metrics import ranking_by_frequency, ranking_metrics, rating_metrics  # noqa: E402
+from processing_unimp.evaluation.metrics import ranking_by_frequency, ranking_metrics, rating_metrics  # noqa: E402
 from processing_unimp.training.recipe import recent_history  # noqa: E402
-from processing_unimp.training.task_baselines import user_mean_ratings  # noqa: E402
 
 CLASSES = ("T-shirt", "Trousers", "Pullover", "Dress", "Coat", "Sandals", "Shirt", "Sneakers", "Bag", "Ankle boots")
 DEPARTMENTS = ("Tops", "Bottoms", "Tops", "Dresses", "Outerwear", "Shoes", "Tops", "Shoes", "Bags", "Shoes")

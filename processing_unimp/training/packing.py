@@ -12,12 +12,11 @@ and test interactions never enter a training sequence: pass the dataset's `train
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..schema_unimp import TASKS
-from ..templates_unimp import RECONSTRUCTION
 
 
 def user_histories(interactions: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -125,29 +124,4 @@ def pack_histories(
     return encodings
 
 
-def packed_targets(encodings: Iterable[Mapping[str, Any]], processor) -> Counter:
-    """How often each (user_id, item_id) is a supervised item target in `encodings` (to check an epoch's cover)."""
-    item_of = dict(zip(processor.item_token_ids, processor.item_ids))
-    counts: Counter = Counter()
-    for encoding in encodings:
-        for label, kind in zip(encoding["labels"], encoding["token_kinds"]):
-            if label != -100 and kind == RECONSTRUCTION and label in item_of:
-                counts[(encoding["user_id"], item_of[label])] += 1
-    return counts
-
-
-def packing_statistics(encodings: Sequence[Mapping[str, Any]], processor) -> dict[str, float]:
-    """Sequences, tokens, supervised item targets and images of a packed epoch."""
-    tokens = sum(len(e["input_ids"]) for e in encodings)
-    targets = sum(packed_targets(encodings, processor).values())
-    return {
-        "sequences": len(encodings),
-        "tokens": tokens,
-        "targets": targets,
-        "tokens_per_target": tokens / max(targets, 1),
-        "mean_length": tokens / max(len(encodings), 1),
-        "images": sum(len(e["images"]) for e in encodings),
-    }
-
-
-__all__ = ["pack_histories", "packed_targets", "packing_statistics", "user_histories"]
+__all__ = ["pack_histories", "user_histories"]

@@ -7,9 +7,9 @@ import torch
 from accelerate import Accelerator
 
 from processing_unimp.data.builders import load_unimp_dataset
+from processing_unimp.evaluation.tasks import evaluate_ranking
 from processing_unimp.processing_unimp import UniMPProcessor
-from processing_unimp.training.evaluation import evaluate_ranking
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 
 accelerator = Accelerator(cpu=True)
 data = load_unimp_dataset("fashion-shop")

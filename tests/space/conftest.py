@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from processing_unimp import UniMPProcessor
 from processing_unimp.export import hub as export_hub
 from processing_unimp.export import space as export_space
-from processing_unimp.training.trainer import unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 70), "black": (20, 20, 20),
            "white": (245, 245, 245), "yellow": (240, 210, 40)}  # fmt: skip

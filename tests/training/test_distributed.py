@@ -5,7 +5,9 @@ exactly as one process with batch 4: same seed, same data order, no dropout in `
 norm at every step to float tolerance, and the same validation (gathered from both processes' shares) and final
 weights. `load_best_model_at_end` must restore the best checkpoint (under FSDP2 every process's shard of it). To make
 that restore observable the best checkpoint must not be the last one: the "best" metric here is the highest
-validation loss, which is the first of the two evaluations.
+validation loss, which is the first of the two evaluations. Multi-task data trains in random order (the recipe's
+length-grouped batches, for recommend-only data, come from megabatches sized by the per-device batch: 2 x 2 and
+1 x 4 would group differently).
 """
 
 import json
@@ -21,7 +23,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--model-preset", "tiny", "--dataset", "fashion-shop", "--max-steps", "4", "--logging-steps", "1",
         "--eval-steps", "2", "--save-steps", "2", "--max-eval-users", "30", "--max-test-users", "30",
-        "--max-eval-loss-samples", "8", "--metric-for-best-model", "loss", "--greater-is-better", "True"]  # fmt: skip
+        "--max-eval-loss-samples", "8", "--metric-for-best-model", "loss", "--greater-is-better", "True",
+        "--save-total-limit", "2", "--tasks", "recommend,search,rate_explain,select"]  # fmt: skip
 NOT_DISTRIBUTED = "parallel_mode != ParallelMode.DISTRIBUTED"
 BEST_NOT_FOUND = "Could not locate the best model"
 

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from processing_unimp import UniMPProcessor
-from processing_unimp.training.evaluation import evaluate_ranking
+from processing_unimp.evaluation.tasks import evaluate_ranking
+from processing_unimp.training.initialisation import unimp_for_processor
 from processing_unimp.training.packing import pack_histories
-from processing_unimp.training.trainer import unimp_for_processor, unimp_loss
+from processing_unimp.training.trainer import unimp_loss
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 40)]
 CLASSES = len(COLOURS)

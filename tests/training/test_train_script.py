@@ -18,7 +18,8 @@ def launch(*args: str) -> None:
 
 
 def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
-    launch("--model-preset", "tiny", "--dataset", "fashion-shop", "--max-steps", "3", "--max-test-users", "40",
+    launch("--model-preset", "tiny", "--dataset", "fashion-shop", "--tasks", "recommend,search,rate_explain,select",
+           "--max-steps", "3", "--max-eval-users", "20", "--max-test-users", "40",
            "--output-dir", str(tmp_path / "multi"))
     multi = tmp_path / "multi"
     assert (multi / "model.safetensors").exists() and (multi / "processor_config.json").exists()
@@ -27,8 +28,31 @@ def test_multi_task_run_then_single_task_lora_fine_tuning(tmp_path):
     assert test["num_users"] == 40 and 0 <= test["NDCG@10"] <= 1
 
     launch("--model-name-or-path", str(multi), "--dataset", "fashion-shop", "--tasks", "recommend", "--lora",
-           "--max-steps", "2", "--max-test-users", "20", "--output-dir", str(tmp_path / "lora"))
+           "--max-steps", "2", "--max-eval-users", "20", "--max-test-users", "20",
+           "--output-dir", str(tmp_path / "lora"))
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+
+
+def test_train_script_defaults_are_the_benchmark_recipe(tmp_path, monkeypatch):
+    """train.py with no flags and the benchmark's base run read one recipe: every argument agrees but the run's own
+    (output folder, budget, progress bars)."""
+    import dataclasses
+    import importlib.util
+
+    from processing_unimp.benchmark.runs import unimp_arguments
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "examples/train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    parsed = script.parse_args()
+    benchmark = unimp_arguments("fashion-shop", "unimp", tmp_path, "small", 1, None)
+    for ours, theirs in zip(parsed[:2], benchmark[:2]):
+        assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+    run_settings = {"output_dir", "logging_dir", "num_train_epochs", "disable_tqdm"}
+    ours, theirs = ({k: v for k, v in args.to_dict().items() if k not in run_settings}
+                    for args in (parsed[2], benchmark[2]))
+    assert ours == theirs
 
 
 def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalogue_items):
@@ -60,20 +84,7 @@ def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalog
     loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
     loss.backward()
     assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
-    with pytest.raises(ValueError, match="--hidden-dropout and --attention-dropout shape a from-scratch preset"):
-        build_model(ModelArguments(vision_model=args.vision_model, text_model=args.text_model, hidden_dropout=0.1),
-                    built)
 
-
-def test_dropout_arguments_reach_a_preset(processor):
-    """--hidden-dropout wraps every decoder layer with it; --attention-dropout reaches the LM's attention."""
-    from processing_unimp.training.recipe import ModelArguments, build_model
-
-    model = build_model(ModelArguments(model_preset="tiny", hidden_dropout=0.2, attention_dropout=0.1,
-                                       init_item_tokens_from=""), processor)
-    layers = model.language_model.model.layers
-    assert model.config.hidden_dropout == 0.2 and {layer.hidden_dropout for layer in layers} == {0.2}
-    assert {layer.decoder_layer.self_attn.attention_dropout for layer in layers} == {0.1}
 
 
 def test_collaborative_start_arguments_reach_the_item_rows(processor):
@@ -86,7 +97,8 @@ def test_collaborative_start_arguments_reach_the_item_rows(processor):
     token = dict(zip(processor.item_ids, processor.item_token_ids))
     rows = {}
     for rank in (1, 2):
-        model = build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_interaction_weight=1.0,
+        model = build_model(ModelArguments(model_preset="tiny", init_item_tokens_from="", item_init_image_weight=0.0,
+                                           item_init_noise=0.0, item_init_interaction_weight=1.0,
                                            item_init_interaction_rank=rank), processor, interactions=pairs)
         rows[rank] = model.get_input_embeddings().weight[[token[i] for i in ("A1", "B2", "C3")]].detach()
     assert torch.linalg.matrix_rank(rows[1]).item() == 1 and torch.linalg.matrix_rank(rows[2]).item() == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from processing_unimp.training import gpu_check
+from processing_unimp.benchmark import gpu_check
 
 ROOT = Path(__file__).resolve().parents[2]
 

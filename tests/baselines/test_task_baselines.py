@@ -5,7 +5,7 @@ import math
 import pytest
 from datasets import Dataset
 
-from processing_unimp.training.task_baselines import task_baselines
+from processing_unimp.baselines.tasks import task_baselines
 
 MODAL = "I love the dark colour of this bag."
 

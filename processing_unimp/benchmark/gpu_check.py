@@ -40,21 +40,15 @@ def environment() -> dict[str, Any]:
 
 
 def bf16_training(output_dir: Path, preset: str, max_steps: int, eval_users: int, dataset: str) -> tuple[dict, Any]:
-    """Train `preset` in bf16 on one GPU; returns (report, trainer)."""
-    from .recipe import DataArguments, ModelArguments, run_training
-    from .trainer import UniMPTrainingArguments
+    """Train `preset` with the recipe in bf16 on one GPU, evaluated once; returns (report, trainer)."""
+    from ..training.recipe import DataArguments, ModelArguments, run_training, training_arguments
 
-    args = UniMPTrainingArguments(
-        output_dir=str(output_dir), max_steps=max_steps, bf16=True, learning_rate=1e-3, lr_scheduler_type="cosine",
-        warmup_steps=0.05, per_device_train_batch_size=8, per_device_eval_batch_size=64, eval_strategy="steps",
-        eval_steps=max_steps, save_strategy="steps", save_steps=max_steps, save_total_limit=1,
-        load_best_model_at_end=True, metric_for_best_model="NDCG@10", greater_is_better=True,
-        logging_steps=max(max_steps // 10, 1), report_to="none", prediction_loss_only=True, seed=0,
-    )
+    data_args = DataArguments(dataset=dataset, max_eval_users=eval_users)
+    args = training_arguments(output_dir, data_args.tasks, max_steps, bf16=True, per_device_eval_batch_size=64,
+                              eval_steps=max_steps, save_steps=max_steps, logging_steps=max(max_steps // 10, 1), seed=0)
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    trainer, processor, data = run_training(ModelArguments(model_preset=preset),
-                                            DataArguments(dataset=dataset, max_eval_users=eval_users), args)
+    trainer, processor, data = run_training(ModelArguments(model_preset=preset), data_args, args)
     seconds = time.perf_counter() - start
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     config = trainer.model.config
@@ -76,8 +70,8 @@ def bf16_training(output_dir: Path, preset: str, max_steps: int, eval_users: int
 
 def full_ranking(model, processor, data, users: int, batch_size: int = 64) -> dict[str, Any]:
     """Users per second of exact full-catalogue ranking (bf16 autocast), after one warm-up batch."""
-    from .evaluation import evaluate_ranking
-    from .protocol import recommend_samples
+    from ..evaluation.protocol import recommend_samples
+    from ..evaluation.tasks import evaluate_ranking
 
     samples = list(recommend_samples(data, processor.item_ids, "test", users))
     model.eval()

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..evaluation.metrics import ranking_metrics, rating_metrics, selection_metrics, text_metrics
+from ..evaluation.protocol import rank_targets
 from ..schema_unimp import item_id_of
-from .metrics import ranking_metrics, rating_metrics, selection_metrics, target_ranks, text_metrics
-from .protocol import seen_mask
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -51,30 +51,41 @@ def _random_selection(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[s
     return selection_metrics(predicted, [set(s["answer"]) for s in samples])
 
 
+class QueryPopularity:
+    """Search's floor as a protocol scorer: train popularity over the items sharing a word (title or categories)
+    with the query; all items by popularity when none does."""
+
+    def __init__(self, items, train):
+        item_ids = list(items["item_id"])
+        self.index = {item_id: i for i, item_id in enumerate(item_ids)}
+        self.popularity = torch.zeros(len(item_ids))
+        for item_id, count in Counter(train["item_id"]).items():
+            if item_id in self.index:
+                self.popularity[self.index[item_id]] = count
+        self.by_word: dict[str, list[int]] = {}
+        for i, (title, categories) in enumerate(zip(items["title"], items["categories"])):
+            for word in _words(" ".join([title or "", *(categories or [])])):
+                self.by_word.setdefault(word, []).append(i)
+
+    def score(self, histories: Sequence[Sequence[int]], queries: Sequence[str | None]) -> torch.Tensor:
+        """`(B, num_items)`: popularity, `-inf` outside the items matching each query (when any does)."""
+        scores = self.popularity.repeat(len(histories), 1)
+        for row, query in enumerate(queries):
+            matching = sorted({i for word in _words(query or "") for i in self.by_word.get(word, [])})
+            if matching:
+                scores[row] = -math.inf
+                scores[row, matching] = self.popularity[matching]
+        return scores
+
+
 def _category_popularity_search(samples: Sequence[Mapping[str, Any]], items, train) -> dict[str, float]:
-    """Ranking metrics of train popularity over the items sharing a word (title or categories) with the query;
-    all items by popularity when none does. History items are excluded as in `evaluate_ranking`."""
-    item_ids = list(items["item_id"])
-    index = {item_id: i for i, item_id in enumerate(item_ids)}
-    popularity = torch.zeros(len(item_ids))
-    for item_id, count in Counter(train["item_id"]).items():
-        if item_id in index:
-            popularity[index[item_id]] = count
-    by_word: dict[str, list[int]] = {}
-    for i, (title, categories) in enumerate(zip(items["title"], items["categories"])):
-        for word in _words(" ".join([title or "", *(categories or [])])):
-            by_word.setdefault(word, []).append(i)
-    ranks = []
-    for sample in samples:
-        matching = sorted({i for word in _words(sample["query"] or "") for i in by_word.get(word, [])})
-        scores = popularity.clone()
-        if matching:
-            scores = torch.full_like(popularity, -math.inf)
-            scores[matching] = popularity[matching]
-        history = [index[item_id_of(h)] for h in sample["history"] if item_id_of(h) in index]
-        target = torch.tensor([index[sample["target"]["item_id"]]])
-        ranks.append(target_ranks(scores[None], target, seen_mask([history], len(item_ids))))
-    return ranking_metrics(torch.cat(ranks))
+    """Ranking metrics of `QueryPopularity` through the protocol's ranking path; history items are excluded as in
+    `evaluate_ranking`."""
+    scorer = QueryPopularity(items, train)
+    index = scorer.index
+    histories = [[index[item_id_of(h)] for h in s["history"] if item_id_of(h) in index] for s in samples]
+    targets = [index[s["target"]["item_id"]] for s in samples]
+    return ranking_metrics(rank_targets(scorer, histories, targets, queries=[s["query"] for s in samples]))
 
 
 def _most_common_explanation(samples: Sequence[Mapping[str, Any]], train) -> dict[str, float]:

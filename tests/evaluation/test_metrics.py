@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from processing_unimp.training.metrics import (
+from processing_unimp.evaluation.metrics import (
     paired_rmse_difference,
     ranking_by_frequency,
     ranking_metrics,

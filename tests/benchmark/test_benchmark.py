@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from processing_unimp.training.benchmark import markdown, reference_rows
+from processing_unimp.benchmark.report import markdown
+from processing_unimp.benchmark.runs import reference_rows
 
 
 def test_fashion_shop_ships_labelled_reference_rows_and_movielens_none():
@@ -21,7 +22,7 @@ def test_fashion_shop_ships_labelled_reference_rows_and_movielens_none():
 def test_packed_unimp_run_reports_its_budget_and_repeats_exactly(tmp_path):
     """The benchmark's UniMP run (packed next-item recipe) says what it cost and, with one seed, gives the same
     figures twice (the reproducibility target)."""
-    from processing_unimp.training.benchmark import run_unimp
+    from processing_unimp.benchmark.runs import run_unimp
 
     runs = [run_unimp("fashion-shop", "unimp", tmp_path / str(k), "tiny", epochs=1, eval_users=24, test_users=24,
                       max_steps=4, seed=3)[0] for k in range(2)]
@@ -33,7 +34,7 @@ def test_packed_unimp_run_reports_its_budget_and_repeats_exactly(tmp_path):
 
 
 def test_seed_rows_are_summarised_as_mean_and_std(tmp_path):
-    from processing_unimp.training.benchmark import plot, row_name, seed_summary
+    from processing_unimp.benchmark.report import plot, row_name, seed_summary
 
     models = {row_name("unimp", seed): {"NDCG@10": value} for seed, value in enumerate([0.10, 0.12, 0.14])}
     models.update({"unimp-no-images": {"NDCG@10": 0.05}, "sasrec": {"NDCG@10": 0.2},
@@ -52,7 +53,7 @@ def test_seed_rows_are_summarised_as_mean_and_std(tmp_path):
 def test_long_row_names_keep_distinct_plot_labels_and_bars(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from processing_unimp.training.benchmark import plot, row_name, short_labels
+    from processing_unimp.benchmark.report import plot, row_name, short_labels
 
     long = "unimp-collaborative-32, a long descriptive variant name"
     names = [row_name(long, seed) for seed in range(3)] + ["popularity"]
@@ -98,7 +99,7 @@ def test_rows_are_tabled_by_the_target_items_train_frequency():
 def test_every_variant_sets_real_arguments_and_an_unknown_override_is_an_error(tmp_path):
     """Each benchmark variant's overrides land on train.py's argument dataclasses (a typo would be lost silently
     otherwise), and an override that names no field is refused."""
-    from processing_unimp.training.benchmark import VARIANTS, unimp_arguments
+    from processing_unimp.benchmark.runs import VARIANTS, unimp_arguments
 
     for variant, (data_model, training) in VARIANTS.items():
         model_args, data_args, training_args = unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None)
@@ -113,7 +114,7 @@ def test_every_variant_sets_real_arguments_and_an_unknown_override_is_an_error(t
 def test_only_recommend_only_runs_batch_by_length(tmp_path):
     """Length-sorted batches would be single-task batches once other tasks join the packed data, so only
     recommend-only runs group by length (the quickstart's multi-task run trains in random order)."""
-    from processing_unimp.training.benchmark import unimp_arguments
+    from processing_unimp.benchmark.runs import unimp_arguments
 
     def sampling(variant, **overrides):
         return unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None, **overrides)[2].train_sampling_strategy
@@ -126,9 +127,9 @@ def test_only_recommend_only_runs_batch_by_length(tmp_path):
 def test_seeded_baselines_are_named_by_their_seed():
     """`--baselines-only --seed 1` adds SASRec's seed-1 row beside seed 0's; the deterministic baselines keep their
     one row."""
+    from processing_unimp.benchmark.runs import run_baselines
     from processing_unimp.data.builders import load_unimp_dataset
-    from processing_unimp.training.benchmark import run_baselines
-    from processing_unimp.training.protocol import LeaveOneOut
+    from processing_unimp.evaluation.protocol import LeaveOneOut
 
     data = load_unimp_dataset("movielens-small")
     rows = run_baselines(data, LeaveOneOut.from_dataset(data), sasrec_epochs=1, seed=1)
@@ -143,7 +144,7 @@ def test_rating_is_compared_with_the_user_mean_on_the_same_samples(tmp_path):
     import subprocess
     import sys
 
-    from processing_unimp.training.benchmark import run_unimp
+    from processing_unimp.benchmark.runs import run_unimp
 
     metrics, *_ = run_unimp("movielens-small", "unimp-ratings", tmp_path, "tiny", epochs=1, eval_users=8,
                             test_users=8, task_users=12, max_steps=2)

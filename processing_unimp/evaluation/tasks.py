@@ -7,40 +7,15 @@ Work is split across processes and the per-sample records gathered before any me
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..ranking_unimp import token_scores
 from ..schema_unimp import item_id_of
-from .metrics import (
-    paired_rmse_difference,
-    ranking_metrics,
-    rating_metrics,
-    selection_metrics,
-    target_ranks,
-    text_metrics,
-)
-from .protocol import seen_mask
-
-
-def _shard(samples: Sequence[Mapping[str, Any]], accelerator) -> list[Mapping[str, Any]]:
-    """This process's share of the samples (every `num_processes`-th one), or all of them."""
-    if accelerator is None:
-        return list(samples)
-    return [samples[i] for i in range(accelerator.process_index, len(samples), accelerator.num_processes)]
-
-
-def _gather(values: list, accelerator) -> list:
-    """Every process's records, concatenated (the shards are disjoint, so nothing is duplicated)."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return values
-    from accelerate.utils import gather_object
-
-    return gather_object(values)
+from .metrics import paired_rmse_difference, ranking_metrics, rating_metrics, selection_metrics, text_metrics
+from .protocol import gather, process_batches, rank_targets
 
 
 def prompt_inputs(processor, samples: Sequence[Mapping[str, Any]], device) -> dict[str, torch.Tensor]:
@@ -50,20 +25,12 @@ def prompt_inputs(processor, samples: Sequence[Mapping[str, Any]], device) -> di
 
 
 def _prompt_batches(model, processor, samples, batch_size: int, description: str, accelerator):
-    """Yield (batch samples, prompt inputs) for this process's share of the samples.
-
-    Every process gets as many batches as the largest share needs: a sharded model (FSDP, ZeRO-3) gathers its
-    parameters in each forward pass, a collective that every process must join. A process whose share has run out
-    gets an empty batch with one sample's inputs: run the model on them and drop the result.
-    """
-    shard = _shard(samples, accelerator)
-    num_batches = math.ceil(len(shard) / batch_size)
-    if accelerator is not None and accelerator.num_processes > 1:
-        num_batches = math.ceil(math.ceil(len(samples) / accelerator.num_processes) / batch_size)
+    """Yield (batch samples, prompt inputs) for this process's share of the samples (`protocol.process_batches`: a
+    process whose share has run out gets an empty batch with one sample's inputs; run the model on them and drop the
+    result)."""
     device = next(model.parameters()).device
-    disable = accelerator is not None and not accelerator.is_main_process
-    for start in tqdm(range(0, num_batches * batch_size, batch_size), desc=description, disable=disable):
-        batch = shard[start : start + batch_size]
+    for rows in process_batches(len(samples), batch_size, accelerator, description, progress=True):
+        batch = [samples[row] for row in rows]
         yield batch, prompt_inputs(processor, batch or [samples[0]], device)
 
 
@@ -80,6 +47,26 @@ def answer_logits(model, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return model(**inputs, logits_to_keep=1).logits[:, -1].float()
 
 
+class UniMPScorer:
+    """UniMP under the protocol's scoring interface (`protocol.Scorer`, RecBole's `full_sort_predict`): each history
+    of item indices (`processor.item_ids` order) becomes a recommend prompt, or a search prompt with its query, and
+    the item tokens' logits at its `<answer>` position score every catalogue item."""
+
+    def __init__(self, model, processor):
+        self.model = model.eval()
+        self.processor = processor
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[Sequence[int]], queries: Sequence[str | None] | None = None) -> torch.Tensor:
+        """`(B, num_items)` scores; `queries[b]` (None for none) makes history `b` a search prompt."""
+        item_ids = self.processor.item_ids
+        queries = queries if queries is not None else [None] * len(histories)
+        samples = [{"task": "recommend" if query is None else "search", "query": query,
+                    "history": [item_ids[i] for i in history]} for history, query in zip(histories, queries)]
+        inputs = prompt_inputs(self.processor, samples, next(self.model.parameters()).device)
+        return token_scores(answer_logits(self.model, inputs), self.processor.item_token_ids)
+
+
 def ranking_ranks(
     model,
     processor,
@@ -89,25 +76,18 @@ def ranking_ranks(
     accelerator=None,
 ) -> torch.Tensor:
     """1-based rank of each sample's target among all catalogue items (recommend or search samples), gathered from
-    every process (in sample order with one process).
+    every process (in sample order with one process): the samples as item-index histories (and queries), ranked by
+    `UniMPScorer` through the protocol's one ranking path (`protocol.rank_targets`).
 
     As `protocol.evaluate_scorer`: the sample's history items are excluded from the ranking unless `exclude_seen`
     is False (give the full history, e.g. `LeaveOneOut.samples`, so that every seen item is excluded).
     """
-    model.eval()
     index = {item_id: i for i, item_id in enumerate(processor.item_ids)}
-    ranks: list[int] = []
-    for batch, inputs in _prompt_batches(model, processor, samples, batch_size, "ranking", accelerator):
-        scores = token_scores(answer_logits(model, inputs), processor.item_token_ids).cpu()
-        if not batch:
-            continue
-        targets = torch.tensor([index[s["target"]["item_id"]] for s in batch])
-        exclude = None
-        if exclude_seen:
-            histories = [[index[item_id_of(h)] for h in sample["history"] if item_id_of(h) in index] for sample in batch]
-            exclude = seen_mask(histories, len(index))
-        ranks += target_ranks(scores, targets, exclude).tolist()
-    return torch.tensor(_gather(ranks, accelerator))
+    histories = [[index[item_id_of(h)] for h in s["history"] if item_id_of(h) in index] for s in samples]
+    targets = [index[s["target"]["item_id"]] for s in samples]
+    queries = [s.get("query") if s["task"] == "search" else None for s in samples]
+    return rank_targets(UniMPScorer(model, processor), histories, targets, exclude_seen, batch_size,
+                        queries if any(q is not None for q in queries) else None, accelerator, progress=True)
 
 
 def evaluate_ranking(
@@ -138,7 +118,7 @@ def rating_predictions(
         most_likely = values[processor.rating_distribution(logits).argmax(-1)]
         truth = [float(s["target"]["rating"]) for s in batch]
         records += list(zip(expected.tolist(), most_likely.tolist(), truth))
-    expected, most_likely, truth = torch.tensor(_gather(records, accelerator)).T
+    expected, most_likely, truth = torch.tensor(gather(records, accelerator)).T
     return expected, most_likely, truth
 
 
@@ -172,7 +152,7 @@ def evaluate_explanations(
                                    synced_gpus=accelerator is not None and accelerator.num_processes > 1)
         new = generated[:, inputs["input_ids"].shape[1]:].cpu()
         records += [(processor.decode_explanation(row), s["target"]["explanation"]) for row, s in zip(new, batch)]
-    records = _gather(records, accelerator)
+    records = gather(records, accelerator)
     return {**text_metrics([h for h, _ in records], [r for _, r in records]), "num_explanations": len(records)}
 
 
@@ -190,11 +170,12 @@ def evaluate_selection(
             candidates = list(sample["candidates"])
             row = row[: len(candidates)]
             records.append(([candidates[int(row.argmax())]], list(sample["answer"])))
-    records = _gather(records, accelerator)
+    records = gather(records, accelerator)
     return selection_metrics([set(p) for p, _ in records], [set(g) for _, g in records])
 
 
 __all__ = [
+    "UniMPScorer",
     "answer_logits",
     "evaluate_explanations",
     "evaluate_ranking",

@@ -10,7 +10,8 @@ A model is anything with `score(histories) -> (B, num_items)` over item indices 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,9 @@ from .metrics import ranking_metrics, target_ranks
 
 
 class Scorer(Protocol):
-    """The scoring interface of every model: one score per catalogue item for each history."""
+    """The scoring interface of every model, UniMP (`tasks.UniMPScorer`) and the baselines alike: one score per
+    catalogue item for each history. A scorer that ranks by a query too (search) takes `score(histories, queries)`.
+    """
 
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor: ...
 
@@ -104,19 +107,63 @@ def seen_mask(histories: Sequence[Sequence[int]], num_items: int) -> torch.Tenso
     return mask
 
 
+def process_batches(count: int, batch_size: int, accelerator=None, description: str = "",
+                    progress: bool = False) -> Iterator[list[int]]:
+    """This process's rows of `count` (every `num_processes`-th one, or all of them), `batch_size` at a time.
+
+    Every process gets as many batches as the largest share needs: a sharded model (FSDP, ZeRO-3) gathers its
+    parameters in each forward pass, a collective that every process must join. A process whose share has run out
+    gets empty batches: score a stand-in row and drop the result.
+    """
+    rows = list(range(count))
+    num_batches = math.ceil(count / batch_size)
+    if accelerator is not None and accelerator.num_processes > 1:
+        rows = rows[accelerator.process_index :: accelerator.num_processes]
+        num_batches = math.ceil(math.ceil(count / accelerator.num_processes) / batch_size)
+    disable = not progress or (accelerator is not None and not accelerator.is_main_process)
+    for start in tqdm(range(0, num_batches * batch_size, batch_size), desc=description, disable=disable):
+        yield rows[start : start + batch_size]
+
+
+def gather(values: list, accelerator=None) -> list:
+    """Every process's records, concatenated (the shards are disjoint, so nothing is duplicated)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return values
+    from accelerate.utils import gather_object
+
+    return gather_object(values)
+
+
+def rank_targets(
+    scorer: Scorer, histories: Sequence[Sequence[int]], targets: Sequence[int], exclude_seen: bool = True,
+    batch_size: int = 256, queries: Sequence[str | None] | None = None, accelerator=None, progress: bool = False,
+) -> torch.Tensor:
+    """1-based rank of each target among all items under `scorer`: the one ranking path of every model.
+
+    With `exclude_seen` each history's items are excluded from its ranking (the target never). `queries` (one per
+    history, for a scorer that ranks by a query too: UniMP's search) are passed on as `score(histories, queries)`.
+    With an `accelerator` the histories are shared out over its processes and the ranks gathered (in order with
+    one process; shard after shard with several).
+    """
+    ranks: list[int] = []
+    for rows in process_batches(len(histories), batch_size, accelerator, "ranking", progress):
+        batch = [histories[row] for row in rows or [0]]
+        extra = {} if queries is None else {"queries": [queries[row] for row in rows or [0]]}
+        scores = scorer.score(batch, **extra).cpu()
+        if not rows:
+            continue
+        exclude = seen_mask(batch, scores.shape[1]) if exclude_seen else None
+        ranks += target_ranks(scores, torch.tensor([targets[row] for row in rows]), exclude).tolist()
+    return torch.tensor(gather(ranks, accelerator), dtype=torch.long)
+
+
 def scorer_ranks(
     scorer: Scorer, split: LeaveOneOut, name: str = "test", exclude_seen: bool = True, batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
     """1-based rank of each user's target (in `split.histories(name)` order) under `scorer`."""
     _, histories, targets = split.histories(name)
-    ranks = []
-    for start in tqdm(range(0, len(histories), batch_size), desc=f"ranking ({name})", disable=not progress):
-        batch = histories[start : start + batch_size]
-        scores = scorer.score(batch)
-        exclude = seen_mask(batch, split.num_items) if exclude_seen else None
-        ranks.append(target_ranks(scores, torch.tensor(targets[start : start + batch_size]), exclude))
-    return torch.cat(ranks)
+    return rank_targets(scorer, histories, targets, exclude_seen, batch_size, progress=progress)
 
 
 def evaluate_scorer(
@@ -127,4 +174,15 @@ def evaluate_scorer(
     return ranking_metrics(scorer_ranks(scorer, split, name, exclude_seen, batch_size, progress))
 
 
-__all__ = ["LeaveOneOut", "Scorer", "evaluate_scorer", "protocol_text", "recommend_samples", "scorer_ranks", "seen_mask"]
+__all__ = [
+    "LeaveOneOut",
+    "Scorer",
+    "evaluate_scorer",
+    "gather",
+    "process_batches",
+    "protocol_text",
+    "rank_targets",
+    "recommend_samples",
+    "scorer_ranks",
+    "seen_mask",
+]

@@ -2,9 +2,7 @@
 
 import torch
 
-from processing_unimp.data.recbole import export_recbole
-from processing_unimp.schema_unimp import interactions_dataset, items_dataset
-from processing_unimp.training.baselines import (
+from processing_unimp.baselines.recommenders import (
     ContentRecommender,
     ItemKNN,
     PopularityRecommender,
@@ -13,8 +11,10 @@ from processing_unimp.training.baselines import (
     content_vectors,
     training_windows,
 )
-from processing_unimp.training.metrics import target_ranks
-from processing_unimp.training.protocol import LeaveOneOut, evaluate_scorer
+from processing_unimp.data.recbole import export_recbole
+from processing_unimp.evaluation.metrics import target_ranks
+from processing_unimp.evaluation.protocol import LeaveOneOut, evaluate_scorer
+from processing_unimp.schema_unimp import interactions_dataset, items_dataset
 
 
 def test_popularity_ranks_by_training_counts():

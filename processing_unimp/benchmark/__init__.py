@@ -1,0 +1,1 @@
+"""Benchmark runs (never shipped): UniMP variants against the baselines, ranking speed, image generation, GPU check."""
