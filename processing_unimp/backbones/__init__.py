@@ -10,16 +10,18 @@ from .compose import (
     small_vision_tower,
     trainable_parameter_counts,
 )
-from .recipe import BackboneArguments, backbone_paths, run_pretrained
+from .recipe import BackboneArguments, backbone_paths, composed_for_data, run_pretrained, train_packed
 
 __all__ = [
     "COMPACT_COMPOSITION",
     "BackboneArguments",
     "backbone_paths",
+    "composed_for_data",
     "compose_unimp",
     "convert_smollm2",
     "default_cache_dir",
     "run_pretrained",
     "small_vision_tower",
+    "train_packed",
     "trainable_parameter_counts",
 ]

@@ -8,7 +8,6 @@ adapters, and saves model, processor and image tokenizer as one folder that `exp
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,22 +48,37 @@ def backbone_paths(args: BackboneArguments) -> tuple[str, str]:
     return vision, text
 
 
-def run_pretrained(backbones: BackboneArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
-    """Compose, train (packed), merge and save; returns `(model, processor, data, trainer)` with the plain model."""
-    if not data_args.packed:
-        raise ValueError("run_pretrained trains the packed recipe: pass packed=True (--packed).")
-    set_seed(training_args.seed)
-    data = load_unimp_dataset(data_args.dataset)
-    image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
+def composed_for_data(backbones: BackboneArguments, data_args: DataArguments, data, image_tokenizer=None):
+    """`(processor, model)`: the processor on the backbones' tokenizer and image processor for `data`'s catalogue,
+    and UniMP composed from them (`compose_unimp`)."""
     vision, text = backbone_paths(backbones)
     processor = build_processor(ModelArguments(vision_model=vision, text_model=text), data_args, data, image_tokenizer)
     model = compose_unimp(vision, text, processor, lora_rank=backbones.lora_rank,
                           freeze_vision_tower=backbones.freeze_vision_tower, image_tokenizer=image_tokenizer)
-    policy = trainable_parameter_counts(model)
+    return processor, model
+
+
+def train_packed(model, processor, data, data_args: DataArguments, training_args: UniMPTrainingArguments,
+                 callbacks: list | None = None) -> UniMPTrainer:
+    """Train `model` with `UniMPTrainer` on the packed sequences of `data_args.tasks`; returns the trainer."""
+    if not data_args.packed:
+        raise ValueError("The pretrained recipe trains packed sequences: pass packed=True (--packed).")
     tasks = [t for t in data_args.tasks.split(",") if t]
     trainer = UniMPTrainer(model=model, args=training_args, train_dataset=training_sequences(processor, data, tasks,
-                           data_args), data_collator=PaddingCollator(processor), processing_class=processor)
-    result = trainer.train()
+                           data_args), data_collator=PaddingCollator(processor), processing_class=processor,
+                           callbacks=callbacks)
+    trainer.train()
+    return trainer
+
+
+def run_pretrained(backbones: BackboneArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
+    """Compose, train (packed), merge and save; returns `(model, processor, data, trainer)` with the plain model."""
+    set_seed(training_args.seed)
+    data = load_unimp_dataset(data_args.dataset)
+    image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
+    processor, model = composed_for_data(backbones, data_args, data, image_tokenizer)
+    policy = trainable_parameter_counts(model)
+    trainer = train_packed(model, processor, data, data_args, training_args)
     model = trainer.model.merge_and_unload() if backbones.lora_rank > 0 else trainer.model
     output = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -72,7 +86,8 @@ def run_pretrained(backbones: BackboneArguments, data_args: DataArguments, train
         processor.save_pretrained(output)
         if image_tokenizer is not None:
             image_tokenizer.save_pretrained(output / IMAGE_TOKENIZER_FOLDER)
-        summary = {**result.metrics, "trainable_parameters": policy, "text_model": os.fspath(text),
-                   "vision_model": os.fspath(vision), "lora_rank": backbones.lora_rank}
+        vision, text = backbone_paths(backbones)
+        summary = {**trainer.state.log_history[-1], "trainable_parameters": policy, "text_model": text,
+                   "vision_model": vision, "lora_rank": backbones.lora_rank}
         (output / "train_results.json").write_text(json.dumps(summary, indent=2))
     return model, processor, data, trainer
