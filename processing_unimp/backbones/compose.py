@@ -120,9 +120,9 @@ def compose_unimp(
     The LM stays frozen; its new token rows (items, ratings, slots) start from the items' content and train, as do
     the vision tower (unless `freeze_vision_tower`), the resampler and the cross-attention; `content_init` overrides
     `init_item_tokens_from_content`'s arguments, and an `image_tokenizer` starts the `<img_k>` rows from its
-    codebook. `lora_rank > 0` adds
-    LoRA adapters (peft, `LM_LORA_TARGETS`) to the LM; the returned `PeftModel` trains UniMP's own modules in full
-    and the new rows as peft trainable tokens; `merge_and_unload()` gives a plain UniMP model to save and export.
+    codebook. `lora_rank > 0` adds LoRA adapters (peft, `LM_LORA_TARGETS`) to the LM; the returned `PeftModel` trains
+    UniMP's own modules in full and the new rows as peft trainable tokens (tied to the LM head);
+    `merge_and_unload()` gives a plain UniMP model to save and export.
     """
     config = {**COMPACT_COMPOSITION, **config_overrides}
     config.setdefault("answer_media", "own_chunk" if processor.history_ids == "before" else "all_images")
@@ -131,7 +131,7 @@ def compose_unimp(
         end_of_chunk_token_id=processor.end_of_chunk_token_id, answer_token_id=processor.answer_token_id,
         freeze_vision_tower=freeze_vision_tower, freeze_language_model=True, **config,
     )
-    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    model.resize_token_embeddings(len(processor.tokenizer))  # new rows at the LM's embedding mean and covariance
     init = {"fields": ("title", "categories"), "noise": 0.5, **(content_init or {})}
     init_item_tokens_from_content(model, processor, **init)
     if image_tokenizer is not None:
