@@ -1,7 +1,7 @@
 """Compose UniMP from a pretrained LM and vision model, train it with the packed recipe, and save it for export.
 
     python examples/compose_pretrained.py --output-dir runs/smollm2 --max-steps 200            # SmolLM2-135M, frozen
-    python examples/compose_pretrained.py --lora-rank 8 --output-dir runs/smollm2-lora          # + LoRA on its attention
+    python examples/compose_pretrained.py --lora-rank 8 --output-dir runs/smollm2-lora          # + LoRA on attention
     python examples/compose_pretrained.py --text-model HuggingFaceTB/SmolLM2-360M-Instruct \
         --vision-model google/siglip-base-patch16-224 --freeze-vision-tower --bf16 --output-dir runs/siglip-smollm2
 

@@ -105,7 +105,9 @@ class UniMPProcessor(ProcessorMixin):
 
     Args:
         image_processor: any transformers image processor (CLIP-style by default, see `from_catalogue`).
-        tokenizer: any fast tokenizer; the UniMP tokens are added to it when missing.
+        tokenizer: any fast tokenizer; the UniMP tokens are added to it when missing. With a chat template, each
+            sample is framed as one exchange (`chat_framing`): the template's opening instead of the BOS, and its
+            turn change before a question's `<answer>`.
         item_ids: the catalogue's item ids in token order: `item_ids[k]` is the item of `<item_k>`.
         rating_min, rating_max, rating_step: the rating scale, one `<rating_r>` token per value.
         num_slots: how many candidates a selection may have (`<slot_0>` ...).
@@ -402,8 +404,8 @@ class UniMPProcessor(ProcessorMixin):
     ) -> list[dict[str, Any]]:
         """Each history item as one tokenized chunk, as `task`'s template renders it (no truncation).
 
-        Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after `opening_ids` they are the
-        history part of `encode`'s sequence for `task` ("recommend", or "rate_explain": each chunk then carries its
+        Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after `opening_ids` they are
+        the history part of `encode`'s sequence for `task` ("recommend", or "rate_explain": each chunk then carries its
         interaction's rating and explanation). `history_ids` overrides the processor's layout. Used to pack whole
         user histories into training sequences (`processing_unimp.training.packing`).
         """

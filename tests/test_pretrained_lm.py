@@ -60,7 +60,8 @@ def test_chat_template_opens_every_sample_and_the_reply_turn_precedes_a_question
     explain = chat_processor.encode({"task": "rate_explain", "history": ["A1"], "target": "D4"})
     assert _text(chat_processor, explain["input_ids"]).endswith(f"<|turn|>assistant: {ANSWER_TOKEN}")
     # recommend continues the history's own `<answer> <item_k>` pattern, as packed training sees it: no turn
-    recommend = _text(chat_processor, chat_processor.encode({"task": "recommend", "history": ["A1", "B2"]})["input_ids"])
+    recommend = chat_processor.encode({"task": "recommend", "history": ["A1", "B2"]})
+    recommend = _text(chat_processor, recommend["input_ids"])
     assert recommend.startswith(opening) and "assistant" not in recommend
     packed = pack_histories(chat_processor, [{"user_id": USER, "item_id": i, "timestamp": t}
                                              for t, i in enumerate(["A1", "B2", "C3"])], max_length=512)
@@ -115,7 +116,8 @@ def test_trainable_parameter_policy_of_the_composition(composed_run):
     layer = model.language_model.model.layers[0].decoder_layer
     with safe_open(Path(text) / "model.safetensors", "pt") as original:
         assert torch.equal(layer.mlp.down_proj.weight, original.get_tensor("model.layers.0.mlp.down_proj.weight"))
-        assert not torch.equal(layer.self_attn.q_proj.weight, original.get_tensor("model.layers.0.self_attn.q_proj.weight"))
+        query = original.get_tensor("model.layers.0.self_attn.q_proj.weight")
+        assert not torch.equal(layer.self_attn.q_proj.weight, query)
         embeddings = original.get_tensor("model.embed_tokens.weight")
     assert torch.equal(model.get_input_embeddings().weight[:base], embeddings)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -172,3 +174,27 @@ def test_exported_composition_answers_every_task_as_remote_code(composed_run, tm
     assert 1.0 <= rated["rating"] <= 5.0 and isinstance(rated["explanation"], str)
     assert selected and {r["item_id"] for r in selected} <= set(processor.item_ids[:3])
     assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
+
+
+def test_comparison_measures_distinct_bigrams_and_stops_on_the_clock(tmp_path):
+    from transformers import TrainerControl
+
+    from processing_unimp.backbones.comparison import WallClockBudget, distinct_n, write_report
+
+    assert distinct_n(["A b a b", "c d"]) == pytest.approx(3 / 4)  # (a b) twice, (b a), (c d)
+    assert distinct_n(["one"]) == 0.0
+    control = TrainerControl()
+    budget = WallClockBudget(seconds=3600)
+    budget.on_train_begin(None, None, control)
+    budget.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    budget.seconds = 0
+    budget.on_step_end(None, None, control)
+    assert control.should_training_stop
+    arm = {"train_seconds": 10.0, "steps": 3, "tokens_per_second": 120.0, "search": {"NDCG@10": 0.25},
+           "explanation": {"BLEU-4": 0.1, "ROUGE-L": 0.3, "distinct-2": 0.5, "examples": [("good bag", "great bag")]}}
+    write_report({"a": arm, "b": {**arm, "search": {}}}, tmp_path, "python compare")
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| a | 10 | 3 | 120 | 0.1000 | 0.3000 | 0.500 | 0.2500 |" in table and "| b |" in table
+    assert json.loads((tmp_path / "comparison.json").read_text())["command"] == "python compare"
+    assert (tmp_path / "comparison.png").stat().st_size > 0
