@@ -329,6 +329,9 @@ class UniMPPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["UniMPDecoderLayer", "UniMPPerceiverLayer"]
+    # UniMP ties nothing itself: its LM's tying (`lm_head` to `embed_tokens`) is collected from that submodule. A dict
+    # (transformers 5's form), not None, is what lets peft find that tie and keep its trainable token rows tied too.
+    _tied_weights_keys: dict[str, str] = {}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

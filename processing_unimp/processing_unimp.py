@@ -29,6 +29,7 @@ from .templates_unimp import (
     HISTORY_IDS,
     TEMPLATE_TEXTS,
     TEMPLATES,
+    CONTEXT,
     Chunk,
     Entry,
     Layout,
@@ -86,12 +87,30 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+_MESSAGE = "\x00unimp-message\x00"
+
+
+def chat_framing(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """`(opening, turn)` token ids of the tokenizer's chat template around one user message: what precedes the
+    message (e.g. a system turn and `<|im_start|>user\\n`) and what lies between it and the assistant's reply (the end
+    of the turn and the assistant's header). Without a chat template: `([bos], [])`, or `([], [])` without a BOS.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return ([] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]), []
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _MESSAGE}], add_generation_prompt=True,
+                                         tokenize=False)
+    opening, turn = text.split(_MESSAGE)
+    return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (opening, turn)]
+
+
 class UniMPProcessor(ProcessorMixin):
     r"""Turns user histories into UniMP model inputs for every task, and model outputs back into items.
 
     Args:
         image_processor: any transformers image processor (CLIP-style by default, see `from_catalogue`).
-        tokenizer: any fast tokenizer; the UniMP tokens are added to it when missing.
+        tokenizer: any fast tokenizer; the UniMP tokens are added to it when missing. With a chat template, each
+            sample is framed as one exchange (`chat_framing`): the template's opening instead of the BOS, and its
+            turn change before a question's `<answer>`.
         item_ids: the catalogue's item ids in token order: `item_ids[k]` is the item of `<item_k>`.
         rating_min, rating_max, rating_step: the rating scale, one `<rating_r>` token per value.
         num_slots: how many candidates a selection may have (`<slot_0>` ...).
@@ -157,6 +176,7 @@ class UniMPProcessor(ProcessorMixin):
         added = [AddedToken(token, special=True, normalized=False) for token in self._added_tokens()]
         tokenizer.add_tokens(added, special_tokens=True)  # no-op for tokens a saved tokenizer already has
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.opening_ids, self._turn_ids = chat_framing(tokenizer)
         self._image_code_of = {token_id: code for code, token_id in enumerate(self.image_code_token_ids)}
 
     @classmethod
@@ -360,6 +380,9 @@ class UniMPProcessor(ProcessorMixin):
         for chunk in chunks:
             ids, kinds = [], []
             for segment in chunk.segments:
+                if chunk.answer_turn and segment.token and segment.text == ANSWER_TOKEN:
+                    ids += self._turn_ids
+                    kinds += [CONTEXT] * len(self._turn_ids)
                 piece = [self.tokenizer.convert_tokens_to_ids(segment.text)] if segment.token else next(encoded)
                 ids += piece
                 kinds += [segment.kind] * len(piece)
@@ -388,12 +411,11 @@ class UniMPProcessor(ProcessorMixin):
         resolved = self.resolve(sample, task, read_image)
         layout: Layout = TEMPLATES[resolved.task](resolved)
         tail = self._tokenize(layout.tail)
-        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
         eos = [self.tokenizer.eos_token_id] if layout.has_target and self.tokenizer.eos_token_id is not None else []
-        fixed = len(bos) + sum(len(chunk.ids) for chunk in tail) + len(eos)
+        fixed = len(self.opening_ids) + sum(len(chunk.ids) for chunk in tail) + len(eos)
         chunks = self._truncate(self._tokenize(layout.history), self.max_length - fixed) + tail
-        input_ids = bos + [i for chunk in chunks for i in chunk.ids] + eos
-        token_kinds = [0] * len(bos) + [k for chunk in chunks for k in chunk.kinds] + [1] * len(eos)
+        input_ids = self.opening_ids + [i for chunk in chunks for i in chunk.ids] + eos
+        token_kinds = [0] * len(self.opening_ids) + [k for chunk in chunks for k in chunk.kinds] + [1] * len(eos)
         return {
             "input_ids": input_ids,
             "token_kinds": token_kinds,
@@ -407,8 +429,8 @@ class UniMPProcessor(ProcessorMixin):
     ) -> list[dict[str, Any]]:
         """Each history item as one tokenized chunk, as `task`'s template renders it (no truncation).
 
-        Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after a BOS they are the
-        history part of `encode`'s sequence for `task` ("recommend", or "rate_explain": each chunk then carries its
+        Returns per item `{"input_ids", "token_kinds", "images", "item_id"}`; concatenated after `opening_ids` they are
+        the history part of `encode`'s sequence for `task` ("recommend", or "rate_explain": each chunk then carries its
         interaction's rating and explanation). `history_ids` overrides the processor's layout. Used to pack whole
         user histories into training sequences (`processing_unimp.training.packing`).
         """

@@ -50,11 +50,16 @@ class Segment:
 
 @dataclass
 class Chunk:
-    """Segments that are kept or dropped together; `image` is the picture its `<image>` token stands for."""
+    """Segments that are kept or dropped together; `image` is the picture its `<image>` token stands for.
+
+    `answer_turn` marks a question: a chat template's turn change (the end of the user's message and the assistant's
+    header) goes before its `<answer>`, so an instruction-tuned LM reads the answer as its own reply.
+    """
 
     segments: list[Segment]
     image: Any = None
     item_id: str | None = None
+    answer_turn: bool = False
 
 
 @dataclass
@@ -139,7 +144,7 @@ def history_chunk(entry: Entry, part: Callable[[Entry, int], list[Segment]], his
 
 def prompt_chunk(text: str, answer: Sequence[Segment]) -> Chunk:
     """The task instruction, `<answer>`, and the answer when training."""
-    return Chunk([Segment(text), _token(ANSWER_TOKEN), *answer])
+    return Chunk([Segment(text), _token(ANSWER_TOKEN), *answer], answer_turn=True)
 
 
 def item_part(entry: Entry, kind: int) -> list[Segment]:
@@ -189,12 +194,14 @@ def rate_explain(sample: ResolvedSample) -> Layout:
     """History chunks ending `<answer> <rating_r> explanation`; the target item's chunk; the question.
 
     With `history_ids="before"` the target's chunk is left open at its `<answer>` instead of a question: the
-    position every history rating is trained at, as packed rating sequences train it (`packed_ratings`).
+    position every history rating is trained at, as packed rating sequences train it (`packed_ratings`). Its
+    `<answer>` still opens the assistant's turn under a chat template: the explanation is generated text.
     """
     answer = _answer(sample, rating_part)
     if sample.history_ids == "before":
-        return Layout(_history(sample, rating_part), [item_chunk(sample.target, answer, open_answer=True)],
-                      bool(answer))
+        target = item_chunk(sample.target, answer, open_answer=True)
+        target.answer_turn = True
+        return Layout(_history(sample, rating_part), [target], bool(answer))
     tail = [item_chunk(sample.target), prompt_chunk(RATE_EXPLAIN_PROMPT, answer)]
     return Layout(_history(sample, rating_part), tail, bool(answer))
 

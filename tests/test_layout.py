@@ -92,7 +92,7 @@ def test_shipped_layer_is_flat_and_imports_only_flat_siblings():
 
 def test_tooling_lives_in_subpackages_apart_from_the_shipped_layer():
     tooling = {p.parent.name for p in (ROOT / "processing_unimp").rglob("*.py") if p.parent.name != "processing_unimp"}
-    assert tooling == {"data", "training", "evaluation", "baselines", "benchmark", "export"}
+    assert tooling == {"data", "training", "evaluation", "baselines", "benchmark", "backbones", "export"}
     assert not [p for p in (ROOT / "modeling_unimp").iterdir() if p.is_dir() and p.name != "__pycache__"]
 
 

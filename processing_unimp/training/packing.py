@@ -113,7 +113,7 @@ def pack_histories(
     everything = [entry for history in histories.values() for entry in history]
     layouts = ["before", "after"] if identification else ["before"]
     chunk_of = {layout: _chunks(processor, everything, layout, task, explanations) for layout in layouts}
-    bos = [] if processor.tokenizer.bos_token_id is None else [processor.tokenizer.bos_token_id]
+    bos = processor.opening_ids  # the BOS, or a chat template's opening: what `encode` starts every sample with
     task_id = TASKS.index(task)
     encodings = []
     for layout in layouts:
