@@ -124,6 +124,7 @@ class ContentSASRecRecommender(SASRecRecommender):
 
 
 GROUPS = ("new", "other", "all")  # test users by their target: a new item, any other item, every user
+SEEDED_MODELS = (*SEEDED_BASELINES, "content-sasrec")  # rows named with the seed: their fit depends on it
 
 
 def new_item_metrics(ranks: torch.Tensor, targets: Sequence[str], new_items: frozenset[str] | set[str]) -> dict:
@@ -181,8 +182,7 @@ def run_new_item_benchmark(data, split: LeaveOneOut, new_items: frozenset[str], 
             row.update({"epochs": len(model.history), "best_epoch": best["epoch"],
                         "validation_NDCG@10": best["validation"],
                         "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
-        seeded = name in SEEDED_BASELINES or name == "content-sasrec"
-        rows[row_name(name, seed) if seeded else name] = row
+        rows[row_name(name, seed) if name in SEEDED_MODELS else name] = row
     return rows
 
 
@@ -231,5 +231,5 @@ def new_item_plot(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
-__all__ = ["GROUPS", "ContentItemEmbedding", "ContentSASRec", "ContentSASRecConfig", "ContentSASRecRecommender",
+__all__ = ["GROUPS", "SEEDED_MODELS", "ContentItemEmbedding", "ContentSASRec", "ContentSASRecConfig", "ContentSASRecRecommender",
            "new_item_markdown", "new_item_metrics", "new_item_models", "new_item_plot", "run_new_item_benchmark"]
