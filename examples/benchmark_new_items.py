@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; the SASRecs stop early on validation")
     parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
     parser.add_argument("--build-seed", type=int, default=0, help="the dataset's build seed (bundled: 0)")
-    parser.add_argument("--train-targets-per-user", type=int, default=3, help="the dataset's build setting (bundled: 3)")
+    parser.add_argument("--train-targets-per-user", type=int, default=3,
+                        help="the dataset's build setting (bundled: 3)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/new_items"))
     args = parser.parse_args()
     print(f"seed {args.seed}, torch threads {torch.get_num_threads()}")

@@ -384,7 +384,8 @@ def new_item_split(
     rows, targets = _split_targets(kept, config, report)
     out = dict(dataset)
     for split_index, split in enumerate(SPLITS):
-        out[split] = datasets.Dataset.from_dict({"interaction_index": sorted(rows[split])}, features=SPLIT_INDEX_FEATURES)
+        out[split] = datasets.Dataset.from_dict({"interaction_index": sorted(rows[split])},
+                                                features=SPLIT_INDEX_FEATURES)
         samples = _task_samples(split, split_index, targets[split], kept, items, interactions, config, report)
         out[f"tasks_{split}"] = datasets.Dataset.from_dict(samples, features=COMPACT_TASK_FEATURES)
     return NewItemSplit(datasets.DatasetDict(out), frozenset(test_items), frozenset(validation_items), seed, fraction,

@@ -53,7 +53,8 @@ def test_new_items_occur_only_as_their_targets(split, data, compact):
     assert not new & set(data["train"]["item_id"])
     assert not split.test_items & set(data["validation"]["item_id"])
     assert not split.validation_items & set(data["test"]["item_id"])
-    assert split.test_items & set(data["test"]["item_id"]) and split.validation_items & set(data["validation"]["item_id"])
+    assert split.test_items & set(data["test"]["item_id"])
+    assert split.validation_items & set(data["validation"]["item_id"])
     for name, forbidden in (("tasks_train", new), ("tasks_validation", new), ("tasks_test", split.test_items)):
         histories = {h["item_id"] for sample in data[name] for h in sample["history"]}
         assert not forbidden & histories, name
