@@ -232,4 +232,5 @@ def new_item_plot(results: dict, path: Path) -> None:
 
 
 __all__ = ["GROUPS", "SEEDED_MODELS", "ContentItemEmbedding", "ContentSASRec", "ContentSASRecConfig",
-           "ContentSASRecRecommender", "new_item_markdown", "new_item_metrics", "new_item_models", "new_item_plot", "run_new_item_benchmark"]
+           "ContentSASRecRecommender", "new_item_markdown", "new_item_metrics", "new_item_models", "new_item_plot",
+           "run_new_item_benchmark"]
