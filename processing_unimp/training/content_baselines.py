@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .baselines import SASRec, SASRecConfig, SASRecRecommender, content_vectors, training_windows
-from .benchmark import SEEDED_BASELINES, baseline_models, row_name, short_labels, target_train_counts
+from .benchmark import SEEDED_BASELINES, _frequency_table, baseline_models, row_name, short_labels, target_train_counts
 from .metrics import ranking_by_frequency, ranking_metrics
 from .protocol import LeaveOneOut, evaluate_scorer, scorer_ranks
 
@@ -187,8 +187,8 @@ def run_new_item_benchmark(data, split: LeaveOneOut, new_items: frozenset[str], 
 
 
 def new_item_markdown(results: dict) -> str:
-    """One table per dataset: NDCG@10 (± standard error over users) and HR@10 of every row on new-item targets, on
-    the other targets and on all, with the protocol and thread count above it."""
+    """Per dataset: NDCG@10 (± standard error over users) and HR@10 of every row on new-item targets, on the other
+    targets and on all, with the protocol and thread count above it, then NDCG@10 by the target's train frequency."""
     lines = ["# New-item benchmark", ""]
     for dataset, entry in results["datasets"].items():
         lines += [f"## {dataset}", "", f"Protocol: {entry['protocol']}.", "",
@@ -202,7 +202,7 @@ def new_item_markdown(results: dict) -> str:
                 cells += ([f"{m['NDCG@10']:.4f} ± {m['NDCG@10_se']:.4f}", f"{m['HR@10']:.4f}", str(m["num_users"])]
                           if m else ["–", "–", "0"])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['train_seconds']:.0f} |")
-        lines.append("")
+        lines += ["", *_frequency_table(entry["models"])]
     return "\n".join(lines)
 
 
