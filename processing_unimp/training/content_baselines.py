@@ -74,9 +74,11 @@ class ContentSASRec(SASRec):
 
 
 class ContentSASRecRecommender(SASRecRecommender):
-    """`ContentSASRec` trained exactly as `SASRecRecommender` trains SASRec (every training interaction a target,
-    CE over the catalogue, validation NDCG@10 each epoch, early stopping, best weights restored); the items of the
-    training sequences get ID rows, the others are ranked by content alone."""
+    """`ContentSASRec` trained as `SASRecRecommender` trains SASRec (every training interaction a target, CE,
+    validation NDCG@10 each epoch, early stopping, best weights restored); the items of the training sequences get
+    ID rows, the others are ranked by content alone. The CE runs over the items of the training sequences only: an
+    item added later is no negative of every training step (that pushes its content row, and the content rows like
+    it, below every warm item: measured, new-item NDCG@10 0.0000 on fashion-shop)."""
 
     def __init__(self, config: ContentSASRecConfig, content: torch.Tensor):
         super().__init__(config)
@@ -89,6 +91,7 @@ class ContentSASRecRecommender(SASRecRecommender):
         self.model = ContentSASRec(config, self.content)
         trained = [item + 1 for sequence in sequences for item in sequence]
         self.model.item_embedding.has_id[torch.as_tensor(trained, dtype=torch.long)] = True
+        known = self.model.item_embedding.has_id[1:]  # the catalogue while training: new items are not in it yet
         inputs, targets = training_windows([s for s in sequences if len(s) >= 2], config.max_length)
         batch_windows = max(1, round(config.batch_targets * len(inputs) / (targets >= 0).sum().item()))
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
@@ -100,7 +103,8 @@ class ContentSASRecRecommender(SASRecRecommender):
             for batch in torch.randperm(len(inputs), generator=generator).split(batch_windows):
                 batch_targets = targets[batch]
                 hidden = self.model(inputs[batch])[batch_targets >= 0]
-                loss = F.cross_entropy(self.model.item_logits(hidden), batch_targets[batch_targets >= 0])
+                logits = self.model.item_logits(hidden).masked_fill(~known, -math.inf)
+                loss = F.cross_entropy(logits, batch_targets[batch_targets >= 0])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
