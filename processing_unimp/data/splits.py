@@ -1,15 +1,17 @@
 """Evaluation splits and task samples for the five UniMP tasks.
 
 Splits: leave-one-out by time (test = each user's last interaction, validation = the second last, train
-= the rest) is the default; the paper's random 80/10/10 user split is the option. Task samples are
-stored compactly (histories as row indices into the interactions table) so that datasets stay small on
-disk; `materialize_task_samples` turns them into the CONTRACTS.md dict format. Seeded and deterministic.
+= the rest) is the default; the paper's random 80/10/10 user split is the option; `new_item_split` derives
+from a leave-one-out dataset one in which a seeded part of the catalogue is new (RecFormer's cold items). Task
+samples are stored compactly (histories as row indices into the interactions table) so that datasets stay
+small on disk; `materialize_task_samples` turns them into the CONTRACTS.md dict format. Seeded and deterministic.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -270,3 +272,121 @@ def materialize_split(split: datasets.Dataset, interactions: datasets.Dataset) -
     rows = split.with_format("arrow")[:].column("interaction_index").combine_chunks()
     return datasets.Dataset(datasets.table.InMemoryTable(source.take(rows)), info=datasets.DatasetInfo(features=interactions.features),
                             split=split.split)
+
+
+NEW_ITEM_PROTOCOL = (
+    "new items (RecFormer's in-set/cold split), seed {seed}: a seeded {test_fraction:.0%} of the catalogue ({test_items} "
+    "items) occurs in no training or validation history, only as test targets ({test_users} of {users} test users "
+    "have one); a second seeded {validation_fraction:.0%} ({validation_items} items, drawn among the items that are no "
+    "user's test target) occurs in no training history, only as validation targets ({validation_users} validation "
+    "users), so that model selection sees new items without touching test (such an item is also in its user's test "
+    "history, as every validation target is: an item bought after training, never scored at test); every user keeps "
+    "its test target, its earlier interactions lose the new items and the second last left is its validation target "
+    "(users left with fewer than 3 interactions only train: {short_users})"
+)
+"""The new-item protocol in one paragraph, filled in by `NewItemSplit.protocol`."""
+
+
+@dataclass(frozen=True)
+class NewItemSplit:
+    """A compact leave-one-out dataset in which `test_items` are new at test and `validation_items` at validation."""
+
+    dataset: datasets.DatasetDict  # compact tables (as `load_unimp_dataset(..., materialize=False)`)
+    test_items: frozenset[str]  # in no train or validation interaction; only test targets
+    validation_items: frozenset[str]  # in no train interaction; only validation targets
+    seed: int
+    test_fraction: float
+    validation_fraction: float
+    report: BuildReport  # users too short for leave-one-out once the new items are gone (they only train), skips
+
+    def materialize(self) -> datasets.DatasetDict:
+        """The dataset with its row-index tables resolved, as `load_unimp_dataset` returns it."""
+        out = dict(self.dataset)
+        for name, table in self.dataset.items():
+            if name in SPLITS:
+                out[name] = materialize_split(table, self.dataset["interactions"])
+            elif name.startswith("tasks_"):
+                out[name] = materialize_task_samples(table, self.dataset["interactions"])
+        return datasets.DatasetDict(out)
+
+    def protocol(self) -> str:
+        """`NEW_ITEM_PROTOCOL` with this split's figures."""
+        item_ids = self.dataset["interactions"]["item_id"]
+
+        def targets_in(split: str, new: frozenset[str]) -> tuple[int, int]:
+            targets = [item_ids[row] for row in self.dataset[split]["interaction_index"]]
+            return sum(item in new for item in targets), len(targets)
+
+        test_users, users = targets_in("test", self.test_items)
+        validation_users, _ = targets_in("validation", self.validation_items)
+        return NEW_ITEM_PROTOCOL.format(
+            seed=self.seed, test_fraction=self.test_fraction, test_items=len(self.test_items), test_users=test_users,
+            users=users, validation_fraction=self.validation_fraction, validation_items=len(self.validation_items),
+            validation_users=validation_users,
+            short_users=self.report.skipped.get("user_too_short_for_leave_one_out", 0))
+
+
+def _item_frame(items: datasets.Dataset) -> pd.DataFrame:
+    """The items columns task samples read, as the builders pass them (lists of categories, images undecoded)."""
+    table = items.with_format("arrow")[:]
+    has_image = table.column("image").is_valid().to_pylist() if "image" in table.column_names else [False] * len(table)
+    return pd.DataFrame({"item_id": table.column("item_id").to_pylist(), "title": table.column("title").to_pylist(),
+                         "categories": table.column("categories").to_pylist(),
+                         "image": [True if present else None for present in has_image]})
+
+
+def _without_new_items(block: np.ndarray, item_ids: np.ndarray, test_items: set, validation_items: set) -> np.ndarray:
+    """A user's rows with the new items removed where they may not be: a test-new item stays only as the last row
+    (the test target), a validation-new item only as the second last left (the validation target); a user left
+    with fewer than 3 rows only trains, so it keeps no new item at all."""
+    keep = np.array([item_ids[row] not in test_items for row in block[:-1]] + [True])
+    block = block[keep]
+    keep = np.array([item_ids[row] not in validation_items for row in block])
+    keep[-2:] = True
+    block = block[keep]
+    if len(block) < 3:
+        block = block[[item_ids[row] not in test_items | validation_items for row in block]]
+    return block
+
+
+def new_item_split(
+    dataset: datasets.DatasetDict, config: BuildConfig, fraction: float = 0.1, validation_fraction: float | None = None,
+    seed: int = 0,
+) -> NewItemSplit:
+    """The new-item protocol (`NEW_ITEM_PROTOCOL`) on a compact leave-one-out dataset, seeded and deterministic.
+
+    `fraction` of the catalogue becomes new at test, `validation_fraction` (default: `fraction`) new at validation;
+    the split and task tables are rebuilt from the filtered user histories with `config` (the dataset's build
+    config: it decides the task samples), so that the existing protocol and training recipes read the result
+    unchanged. `fraction=0` and `validation_fraction=0` give back the dataset's own tables.
+    """
+    validation_fraction = fraction if validation_fraction is None else validation_fraction
+    for name, value in (("fraction", fraction), ("validation_fraction", validation_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"new_item_split: {name} must lie in [0, 1), got {value}.")
+    if config.split != "leave_one_out":
+        raise ValueError(f"new_item_split needs a leave-one-out build config, got split={config.split!r}.")
+    if "interaction_index" not in dataset["test"].column_names:
+        raise ValueError("new_item_split needs the compact dataset: load_unimp_dataset(..., materialize=False).")
+    items, interactions = _item_frame(dataset["items"]), dataset["interactions"].to_pandas()
+    item_ids = interactions["item_id"].to_numpy()
+    blocks = _user_blocks(interactions)
+    catalogue = items["item_id"].to_numpy()
+    order = np.random.default_rng([seed, 33]).permutation(len(catalogue))
+    test_count, validation_count = round(fraction * len(catalogue)), round(validation_fraction * len(catalogue))
+    test_items = {str(item) for item in catalogue[order[:test_count]]}
+    test_targets = {item_ids[block[-1]] for _, block in blocks}
+    rest = [str(item) for item in catalogue[order[test_count:]] if item not in test_targets]
+    validation_items = set(rest[:validation_count])
+    filtered = [(user, _without_new_items(block, item_ids, test_items, validation_items)) for user, block in blocks]
+    kept = [(user, block) for user, block in filtered if len(block)]
+    report = BuildReport(source="new_item_split")
+    rows, targets = _split_targets(kept, config, report)
+    out = dict(dataset)
+    for split_index, split in enumerate(SPLITS):
+        out[split] = datasets.Dataset.from_dict({"interaction_index": sorted(rows[split])},
+                                                features=SPLIT_INDEX_FEATURES)
+        samples = _task_samples(split, split_index, targets[split], kept, items, interactions, config, report)
+        out[f"tasks_{split}"] = datasets.Dataset.from_dict(samples, features=COMPACT_TASK_FEATURES)
+    return NewItemSplit(datasets.DatasetDict(out), frozenset(test_items), frozenset(validation_items), seed, fraction,
+                        validation_fraction, report)
