@@ -10,9 +10,9 @@ import pytest
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.config import BuildConfig
 from processing_unimp.data.splits import NewItemSplit, _without_new_items, new_item_split
-from processing_unimp.training.baselines import ContentRecommender, PopularityRecommender, content_vectors
-from processing_unimp.training.content_baselines import new_item_metrics
-from processing_unimp.training.protocol import LeaveOneOut, scorer_ranks
+from processing_unimp.baselines.recommenders import ContentRecommender, PopularityRecommender, content_vectors
+from processing_unimp.benchmark.new_items import new_item_metrics
+from processing_unimp.evaluation.protocol import LeaveOneOut, scorer_ranks
 
 # movielens-small's build config, recommend samples only (the other tasks draw random numbers, not new items)
 CONFIG = BuildConfig(seed=0, train_targets_per_user=3, tasks=("recommend",))

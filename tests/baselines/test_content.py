@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from processing_unimp.training.baselines import SASRecConfig, SASRecRecommender
-from processing_unimp.training.content_baselines import (
-    ContentSASRec,
-    ContentSASRecConfig,
-    ContentSASRecRecommender,
-    new_item_metrics,
-)
-from processing_unimp.training.metrics import target_ranks
+from processing_unimp.baselines.recommenders import SASRecConfig, SASRecRecommender
+from processing_unimp.baselines.content import ContentSASRec, ContentSASRecConfig, ContentSASRecRecommender
+from processing_unimp.benchmark.new_items import new_item_metrics
+from processing_unimp.evaluation.metrics import target_ranks
 
 GROUPS, PER_GROUP = 8, 5  # item g * PER_GROUP + j belongs to group g; the last item of each group is never trained on
 SMALL = dict(num_items=GROUPS * PER_GROUP, hidden_size=32, inner_size=64, max_length=12, hidden_dropout=0.1,
