@@ -237,7 +237,7 @@ def generate_image_codes(
         samples = [{"task": "generate_image", "history": context, "query": query}
                    for context, query in zip(batch, queries[start : start + batch_size])]
         inputs = {key: value.repeat_interleave(num_images, dim=0)
-                  for key, value in _model_inputs(model, processor, samples).items()}  # fmt: skip
+                  for key, value in _model_inputs(model, processor, samples).items()}
         processors = LogitsProcessorList([only_codes])
         if copy_weight:
             grids = [grid for grid in context_code_grids(processor, batch, num_codes) for _ in range(num_images)]
@@ -273,7 +273,7 @@ def generate_from_context(
     context = with_image_codes(processor, image_tokenizer, context)
     height, width = code_grid_size(image_tokenizer)
     codes = generate_image_codes(model, processor, [context], [query], height * width, num_images=num_images,
-                                 **sampling)  # fmt: skip
+                                 **sampling)
     return decode_image_codes(image_tokenizer, codes, (height, width))
 
 
