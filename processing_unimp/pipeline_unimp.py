@@ -139,7 +139,8 @@ class PersonalizationPipeline(Pipeline):
         forward = {"num_selected": num_selected, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                    "num_images": num_images, "seed": seed, "temperature": temperature, "copy_weight": copy_weight}
         postprocess = {"top_k": top_k, "exclude_seen": exclude_seen, "num_selected": num_selected}
-        return tuple({k: v for k, v in params.items() if v is not None} for params in (preprocess, forward, postprocess))
+        return tuple({k: v for k, v in params.items() if v is not None}
+                     for params in (preprocess, forward, postprocess))
 
     def __call__(
         self,
@@ -188,7 +189,8 @@ class PersonalizationPipeline(Pipeline):
             return [{"history": history}], False
         if isinstance(inputs, Mapping):
             return [inputs], False
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, Mapping) and "history" in i for i in inputs):
+        if (isinstance(inputs, (list, tuple)) and inputs
+                and all(isinstance(i, Mapping) and "history" in i for i in inputs)):
             return list(inputs), True
         if isinstance(inputs, (list, tuple)):
             return [{"history": inputs}], False
@@ -336,7 +338,8 @@ class PersonalizationPipeline(Pipeline):
                 *processor.image_code_token_ids]
 
     def _select(
-        self, inputs: dict[str, torch.Tensor], samples: list[dict[str, Any]], media_latents: torch.Tensor, num_beams: int
+        self, inputs: dict[str, torch.Tensor], samples: list[dict[str, Any]], media_latents: torch.Tensor,
+        num_beams: int,
     ) -> list[list[int]]:
         """The most likely valid set of slots per row, by beam search constrained to non-empty slot subsets."""
         slot_ids = self.processor.slot_token_ids
@@ -400,7 +403,8 @@ class PersonalizationPipeline(Pipeline):
             return [self._rating(row, generated, sample)
                     for row, generated, sample in zip(logits, outputs["generated"], samples)]
         answers = outputs.get("answers") or [None] * len(samples)
-        return [self._selection(row, answer, sample, num_selected) for row, answer, sample in zip(logits, answers, samples)]
+        return [self._selection(row, answer, sample, num_selected)
+                for row, answer, sample in zip(logits, answers, samples)]
 
     def _rating(self, logits: torch.Tensor, generated: torch.Tensor, sample: dict[str, Any]) -> dict[str, Any]:
         probabilities = self.processor.rating_distribution(logits).tolist()
