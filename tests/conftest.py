@@ -127,9 +127,9 @@ def trained_model_dir(processor: UniMPProcessor, tmp_path_factory: pytest.TempPa
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     VQModel(
-        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, latent_channels=4, num_vq_embeddings=processor.codebook_size, vq_embed_dim=4,
-        sample_size=8, norm_num_groups=4,
+        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+        num_vq_embeddings=processor.codebook_size, vq_embed_dim=4, sample_size=8, norm_num_groups=4,
     ).save_pretrained(directory / "image_tokenizer")
     return directory
 

@@ -35,7 +35,8 @@ def test_recommend_is_the_exact_full_ranking(pipe):
     assert all(result["title"] == titles[result["item_id"]] for result in ranked)
     # The same prompt through the evaluation code: one forward pass, every item token scored at `<answer>`.
     prompt = pipe.processor([{"task": "recommend", "history": ["A1", "B2"]}], padding_side="left")
-    logits = answer_logits(pipe.model, {k: prompt[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_mask")})
+    logits = answer_logits(pipe.model,
+                           {k: prompt[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_mask")})
     assert [result["item_id"] for result in ranked] == pipe.processor.rank_items(logits, top_k=None)[0]
     probabilities = logits[0, pipe.processor.item_token_ids].softmax(-1)
     expected = {item_id: probabilities[k].item() for k, item_id in enumerate(pipe.processor.item_ids)}
@@ -79,7 +80,8 @@ def test_every_task(pipe):
 def test_inline_item_dicts_override_the_catalogue(pipe, tmp_path):
     path = tmp_path / "shoe.png"
     Image.new("RGBA", (9, 9), (0, 0, 255, 128)).save(path)
-    history = [{"item_id": "D4", "image": str(path), "title": "Blue socks"}, {"item_id": "E5", "image": Image.new("L", (5, 5))}]
+    history = [{"item_id": "D4", "image": str(path), "title": "Blue socks"},
+               {"item_id": "E5", "image": Image.new("L", (5, 5))}]
     inline = pipe(history=history, top_k=5)
     assert inline != pipe(history=["D4", "E5"], top_k=5)  # the images and title changed the prompt
     assert {result["item_id"] for result in inline} == set(ITEM_IDS)

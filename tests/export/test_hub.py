@@ -1,4 +1,4 @@
-"""examples/export_hub.py: a self-contained Hub folder that loads and runs where the UniMP packages are not importable."""
+"""examples/export_hub.py: a self-contained Hub folder that loads and runs without the UniMP packages importable."""
 
 from __future__ import annotations
 
