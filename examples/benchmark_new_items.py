@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from processing_unimp.benchmark.new_items import new_item_markdown, new_item_plot, run_new_item_benchmark
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.config import BuildConfig
 from processing_unimp.data.splits import new_item_split
-from processing_unimp.benchmark.new_items import new_item_markdown, new_item_plot, run_new_item_benchmark
 from processing_unimp.evaluation.protocol import LeaveOneOut, protocol_text
 
 

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     folder = export(args.model, args.output, results=args.results, card=args.card, repo_id=args.push_to_hub,
                     overwrite=args.overwrite, name=args.name, dataset=args.dataset, space_dir=args.space,
-                    space_repo=args.push_space)  # fmt: skip
+                    space_repo=args.push_space)
     print(f"Exported {args.model} to {folder}" + (f"; its Space to {args.space} (python {args.space}/app.py)"
-                                                  if args.space else ""))  # fmt: skip
+                                                  if args.space else ""))
     if args.push_to_hub:
         print(f"Pushed: {push_to_hub(folder, args.push_to_hub, args.private)}")
     if args.push_space:

@@ -136,7 +136,7 @@ def main() -> None:
     # a ready-to-push Space next to it, and the export reloaded as remote code.
     (output / "results.json").write_text(json.dumps(results, indent=2))
     hub = export(output / "fashion-shop" / "unimp", output / "hub", results=output / "results.json", overwrite=True,
-                 name="unimp-small-fashion-shop", dataset="fashion-shop", space_dir=output / "space")  # fmt: skip
+                 name="unimp-small-fashion-shop", dataset="fashion-shop", space_dir=output / "space")
     pipe = pipeline("personalization", model=str(hub), trust_remote_code=True)
     demo = one_user_on_every_task(pipe, test[0])
     image_grid([demo.pop("generate_image"), *rows[:4]]).save(output / "generated_images.png")

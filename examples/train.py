@@ -44,8 +44,8 @@ def main() -> None:
     model_args, data_args, training_args = parse_args()
     trainer, processor, data = run_training(model_args, data_args, training_args)
     test = recommend_samples(data, processor.item_ids, "test", data_args.max_test_users)
-    metrics = evaluate_ranking(trainer.model, processor, list(test), batch_size=training_args.per_device_eval_batch_size,
-                               accelerator=trainer.accelerator)
+    metrics = evaluate_ranking(trainer.model, processor, list(test),
+                               batch_size=training_args.per_device_eval_batch_size, accelerator=trainer.accelerator)
     if trainer.is_world_process_zero():
         (Path(training_args.output_dir) / "test_results.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps({"test_recommend": metrics}, indent=2))

@@ -10,7 +10,9 @@ from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "siglip_vision_model")
-DECODER_LAYERS_PATH = {"llama": "model.layers", "qwen2": "model.layers", "gpt_neox": "gpt_neox.layers", "gpt2": "transformer.h"}
+DECODER_LAYERS_PATH = {
+    "llama": "model.layers", "qwen2": "model.layers", "gpt_neox": "gpt_neox.layers", "gpt2": "transformer.h"
+}
 """Where each supported text family keeps its list of decoder layers (the cross-attention wraps them)."""
 SUPPORTED_TEXT_MODEL_TYPES = tuple(DECODER_LAYERS_PATH)
 ANSWER_MEDIA = ("own_chunk", "all_images")

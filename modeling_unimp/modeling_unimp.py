@@ -26,7 +26,6 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_unimp import DECODER_LAYERS_PATH, UniMPConfig
 
-
 IMAGE_INPUTS = ("pixel_values", "image_features", "media_latents")
 """The image inputs of `forward`, from the least to the most processed; a call takes one of them."""
 TRAINING_INPUTS = ("token_kinds", "task_ids")

@@ -157,8 +157,8 @@ def retrieve_items(
     retrieved: list[list[str]] = []
     starts = range(0, len(histories), batch_size)
     for start in tqdm(starts, desc="retrieving items", disable=len(starts) < 2):
-        samples = [{"task": "search", "history": history, "query": query}
-                   for history, query in zip(histories[start : start + batch_size], queries[start : start + batch_size])]
+        samples = [{"task": "search", "history": history, "query": query} for history, query
+                   in zip(histories[start : start + batch_size], queries[start : start + batch_size])]
         logits = model(**_model_inputs(model, processor, samples), logits_to_keep=1).logits[:, -1].float().cpu()
         excluded = None if exclude is None else exclude[start : start + batch_size]
         retrieved += processor.rank_items(logits, top_k=num_retrieved, exclude=excluded)
@@ -175,7 +175,8 @@ def with_image_codes(processor, image_tokenizer, references: Sequence[Any]) -> l
     for index, reference in enumerate(references):
         inline = {} if isinstance(reference, str) else {k: v for k, v in reference.items() if v is not None}
         item_id = item_id_of(reference)
-        stored = processor.catalogue[item_id] if processor.catalogue is not None and item_id in processor.catalogue else {}
+        stored = (processor.catalogue[item_id] if processor.catalogue is not None and item_id in processor.catalogue
+                  else {})
         if "image_codes" in inline:
             continue
         image = inline.get("image")
@@ -237,7 +238,7 @@ def generate_image_codes(
         samples = [{"task": "generate_image", "history": context, "query": query}
                    for context, query in zip(batch, queries[start : start + batch_size])]
         inputs = {key: value.repeat_interleave(num_images, dim=0)
-                  for key, value in _model_inputs(model, processor, samples).items()}  # fmt: skip
+                  for key, value in _model_inputs(model, processor, samples).items()}
         processors = LogitsProcessorList([only_codes])
         if copy_weight:
             grids = [grid for grid in context_code_grids(processor, batch, num_codes) for _ in range(num_images)]
@@ -273,7 +274,7 @@ def generate_from_context(
     context = with_image_codes(processor, image_tokenizer, context)
     height, width = code_grid_size(image_tokenizer)
     codes = generate_image_codes(model, processor, [context], [query], height * width, num_images=num_images,
-                                 **sampling)  # fmt: skip
+                                 **sampling)
     return decode_image_codes(image_tokenizer, codes, (height, width))
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import pipeline
 
 PARAMETERS = ("task", "query", "target", "candidates", "top_k", "exclude_seen", "num_selected", "num_beams",
-              "max_new_tokens", "num_images", "seed", "temperature", "copy_weight", "batch_size")  # fmt: skip
+              "max_new_tokens", "num_images", "seed", "temperature", "copy_weight", "batch_size")
 """The pipeline parameters a request may set; anything else (e.g. a way to fetch URLs) is refused."""
 PARAMETER_LIMITS = {"top_k": 100, "num_beams": 8, "max_new_tokens": 64, "num_images": 4, "batch_size": 16}
 """The largest value a request may give each of these parameters, so that one request cannot hold the server."""
@@ -68,7 +68,7 @@ class EndpointHandler:
         self.pipeline = pipeline(
             "personalization", model=path or ".", trust_remote_code=True, allow_image_paths=False,
             allow_image_urls=False, max_image_bytes=max_image_bytes, max_image_pixels=max_image_pixels,
-        )  # fmt: skip
+        )
 
     def __call__(self, data: dict[str, Any]) -> list | dict:
         """Run `data["inputs"]` with `data["parameters"]` (task, top_k, query, ...); errors name the bad field."""

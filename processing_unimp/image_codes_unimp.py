@@ -102,7 +102,8 @@ def encode_image_codes(vq, images: Sequence[Any], batch_size: int = 256, item_id
     images = list(images)
     item_ids = list(item_ids) if item_ids is not None else [f"#{index}" for index in range(len(images))]
     codes = [
-        encode_pixels(vq, tokenizer_pixels(vq, images[start : start + batch_size], item_ids[start : start + batch_size]))
+        encode_pixels(vq, tokenizer_pixels(vq, images[start : start + batch_size],
+                                           item_ids[start : start + batch_size]))
         for start in range(0, len(images), batch_size)
     ]
     height, width = code_grid_size(vq)

@@ -139,7 +139,8 @@ class PersonalizationPipeline(Pipeline):
         forward = {"num_selected": num_selected, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                    "num_images": num_images, "seed": seed, "temperature": temperature, "copy_weight": copy_weight}
         postprocess = {"top_k": top_k, "exclude_seen": exclude_seen, "num_selected": num_selected}
-        return tuple({k: v for k, v in params.items() if v is not None} for params in (preprocess, forward, postprocess))
+        return tuple({k: v for k, v in params.items() if v is not None}
+                     for params in (preprocess, forward, postprocess))
 
     def __call__(
         self,
@@ -156,7 +157,7 @@ class PersonalizationPipeline(Pipeline):
                 (self._preprocess_params, self._forward_params, self._postprocess_params),
                 self._sanitize_parameters(**kwargs),
             )
-        )  # fmt: skip
+        )
         batch_size = _positive_int("batch_size", batch_size if batch_size is not None else self._batch_size or 1)
         results: list[Any] = [None] * len(requests)
         by_task: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -188,7 +189,8 @@ class PersonalizationPipeline(Pipeline):
             return [{"history": history}], False
         if isinstance(inputs, Mapping):
             return [inputs], False
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, Mapping) and "history" in i for i in inputs):
+        if (isinstance(inputs, (list, tuple)) and inputs
+                and all(isinstance(i, Mapping) and "history" in i for i in inputs)):
             return list(inputs), True
         if isinstance(inputs, (list, tuple)):
             return [{"history": inputs}], False
@@ -298,7 +300,7 @@ class PersonalizationPipeline(Pipeline):
         if task == "generate_image":
             retrieved = self.processor.rank_items(result["logits"], top_k=NUM_RETRIEVED)
             result["images"] = [self._generate_images(sample, context[::-1], num_images, seed, **sampling)
-                                for sample, context in zip(samples, retrieved)]  # fmt: skip
+                                for sample, context in zip(samples, retrieved)]
         if task == "rate_explain":
             result["generated"] = self._explain(inputs, result["logits"], output.media_latents, max_new_tokens)
         if task == "select" and num_selected is None:
@@ -312,7 +314,7 @@ class PersonalizationPipeline(Pipeline):
             "attention_mask": inputs["attention_mask"], "media_latents": media_latents,
             "image_mask": inputs["image_mask"], "do_sample": False, "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        }  # fmt: skip
+        }
 
     def _explain(
         self, inputs: dict[str, torch.Tensor], logits: torch.Tensor, media_latents: torch.Tensor, max_new_tokens: int
@@ -326,17 +328,18 @@ class PersonalizationPipeline(Pipeline):
         generated = self.model.generate(
             input_ids=input_ids, max_new_tokens=max_new_tokens, num_beams=1, suppress_tokens=self._added_token_ids(),
             **kwargs,
-        )  # fmt: skip
+        )
         return generated[:, input_ids.shape[1] :]
 
     def _added_token_ids(self) -> list[int]:
         processor = self.processor
         return [processor.image_token_id, processor.end_of_chunk_token_id, processor.answer_token_id,
                 *processor.item_token_ids, *processor.rating_token_ids, *processor.slot_token_ids,
-                *processor.image_code_token_ids]  # fmt: skip
+                *processor.image_code_token_ids]
 
     def _select(
-        self, inputs: dict[str, torch.Tensor], samples: list[dict[str, Any]], media_latents: torch.Tensor, num_beams: int
+        self, inputs: dict[str, torch.Tensor], samples: list[dict[str, Any]], media_latents: torch.Tensor,
+        num_beams: int,
     ) -> list[list[int]]:
         """The most likely valid set of slots per row, by beam search constrained to non-empty slot subsets."""
         slot_ids = self.processor.slot_token_ids
@@ -348,7 +351,7 @@ class PersonalizationPipeline(Pipeline):
             max_new_tokens=max(trie.max_length for trie in tries) + 1, length_penalty=0.0, early_stopping=True,
             logits_processor=LogitsProcessorList([TrieLogitsProcessor(tries, prompt_length, eos)]),
             **self._generation_kwargs(inputs, media_latents),
-        )  # fmt: skip
+        )
         return answer_sequences(generated, prompt_length, eos)
 
     # ----------------------------------------------------------------- image generation
@@ -374,7 +377,7 @@ class PersonalizationPipeline(Pipeline):
         """PIL images for the query from the retrieved `context` (best last), as `generation_unimp.generate_item_images`
         makes them; `sampling` is its `temperature` and `copy_weight` where the call gives them."""
         return generate_from_context(self.model, self.processor, self._load_image_tokenizer(), context, sample["query"],
-                                     num_images=num_images, seed=seed, **sampling)  # fmt: skip
+                                     num_images=num_images, seed=seed, **sampling)
 
     # ----------------------------------------------------------------- postprocessing
     def _title(self, item_id: str) -> str | None:
@@ -398,9 +401,10 @@ class PersonalizationPipeline(Pipeline):
             return [[self._item(item_id, score) for item_id, score in row] for row in ranked]
         if task == "rate_explain":
             return [self._rating(row, generated, sample)
-                    for row, generated, sample in zip(logits, outputs["generated"], samples)]  # fmt: skip
+                    for row, generated, sample in zip(logits, outputs["generated"], samples)]
         answers = outputs.get("answers") or [None] * len(samples)
-        return [self._selection(row, answer, sample, num_selected) for row, answer, sample in zip(logits, answers, samples)]
+        return [self._selection(row, answer, sample, num_selected)
+                for row, answer, sample in zip(logits, answers, samples)]
 
     def _rating(self, logits: torch.Tensor, generated: torch.Tensor, sample: dict[str, Any]) -> dict[str, Any]:
         probabilities = self.processor.rating_distribution(logits).tolist()

@@ -26,10 +26,10 @@ from .image_processing_unimp import load_rgb_image, make_image_processor
 from .ranking_unimp import rank_tokens
 from .schema_unimp import INTERACTION_FIELDS, TASKS, check_rating, check_task, item_id_of
 from .templates_unimp import (
+    CONTEXT,
     HISTORY_IDS,
     TEMPLATE_TEXTS,
     TEMPLATES,
-    CONTEXT,
     Chunk,
     Entry,
     Layout,

@@ -42,7 +42,8 @@ def rank_tokens(
     k = scores.shape[-1] if top_k is None else min(top_k, scores.shape[-1])
     top = scores.topk(k, dim=-1)
     return [
-        [(position, float(probabilities[row, position])) for position, score in zip(positions, values) if score > float("-inf")]
+        [(position, float(probabilities[row, position]))
+         for position, score in zip(positions, values) if score > float("-inf")]
         for row, (positions, values) in enumerate(zip(top.indices.tolist(), top.values.tolist()))
     ]
 

@@ -86,12 +86,12 @@ def run_isolated(tmp_path: Path) -> Callable[..., Any]:
 
     def run(script: str, *args: str, timeout: float = 240) -> Any:
         env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-               "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
+               "OMP_NUM_THREADS": str(torch.get_num_threads())}
         env.pop("PYTHONPATH", None)
         result = subprocess.run(
             [sys.executable, "-I", "-c", ISOLATION_PRELUDE + textwrap.dedent(script), *args],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -105,7 +105,7 @@ TRAINING_SAMPLES = [
      "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}},
     {"task": "select", "history": ["B2"], "candidates": ["A1", "E5", "C3"], "answer": ["E5"]},
     {"task": "generate_image", "history": ["B2"], "query": "red shoes", "target": {"item_id": "A1"}},
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="session")
@@ -127,10 +127,10 @@ def trained_model_dir(processor: UniMPProcessor, tmp_path_factory: pytest.TempPa
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     VQModel(
-        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, latent_channels=4, num_vq_embeddings=processor.codebook_size, vq_embed_dim=4,
-        sample_size=8, norm_num_groups=4,
-    ).save_pretrained(directory / "image_tokenizer")  # fmt: skip
+        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+        num_vq_embeddings=processor.codebook_size, vq_embed_dim=4, sample_size=8, norm_num_groups=4,
+    ).save_pretrained(directory / "image_tokenizer")
     return directory
 
 

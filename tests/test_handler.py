@@ -60,7 +60,7 @@ def test_a_server_path_is_never_opened_nor_probed(handler, exported, tmp_path, w
     Image.new("RGB", (4, 4), "red").save(secret)
     messages = set()
     for path in (str(secret), str(tmp_path / "missing.png"), str(exported / "config.json"), "/etc/passwd",
-                 {"path": str(secret)}, {"bytes": None, "path": "/etc/passwd"}):  # fmt: skip
+                 {"path": str(secret)}, {"bytes": None, "path": "/etc/passwd"}):
         with pytest.raises(ValueError, match=INLINE) as error:
             handler(request(path, where))
         assert str(tmp_path) not in str(error.value) and "etc" not in str(error.value)
@@ -70,7 +70,7 @@ def test_a_server_path_is_never_opened_nor_probed(handler, exported, tmp_path, w
 
 def test_no_url_is_fetched(handler, loopback_server):
     for url in (f"{loopback_server.url}/image.png", f"http://localhost:{loopback_server.port}/image.png",
-                "http://169.254.169.254/latest/meta-data", "https://example.com/image.png"):  # fmt: skip
+                "http://169.254.169.254/latest/meta-data", "https://example.com/image.png"):
         with pytest.raises(ValueError, match=f"is a URL; {INLINE}") as error:
             handler(request(url))
         assert "127.0.0.1" not in str(error.value) and "169.254" not in str(error.value)

@@ -157,12 +157,12 @@ def test_sampling_has_one_default_and_one_validation(model, processor):
     default = generate_image_codes(model, processor, contexts, queries, 16, num_images=2)
     torch.manual_seed(0)
     explicit = generate_image_codes(model, processor, [c for c in contexts for _ in range(2)],
-                                    [q for q in queries for _ in range(2)], 16, **SAMPLING)  # fmt: skip
+                                    [q for q in queries for _ in range(2)], 16, **SAMPLING)
     assert default.shape == (4, 16) and torch.equal(default, explicit)
     for sampling, error, message in (({"temperature": 0}, ValueError, "`temperature` must be above 0, got 0"),
                                      ({"temperature": "hot"}, TypeError, "`temperature` must be a number"),
                                      ({"copy_weight": -0.5}, ValueError, "`copy_weight` must be in \\[0, 1\\]"),
-                                     ({"copy_weight": True}, TypeError, "`copy_weight` must be a number")):  # fmt: skip
+                                     ({"copy_weight": True}, TypeError, "`copy_weight` must be a number")):
         with pytest.raises(error, match=message):
             generate_image_codes(model, processor, contexts, queries, 16, **sampling)
 

@@ -30,7 +30,7 @@ def data_url(data: bytes) -> str:
 
 def test_a_remote_caller_may_send_images_inline_only():
     for value in (png(), bytearray(png()), {"bytes": png(), "path": None}, base64.b64encode(png()).decode(),
-                  data_url(png()), Image.new("L", (6, 5))):  # fmt: skip
+                  data_url(png()), Image.new("L", (6, 5))):
         image = REMOTE.read(value, "A1")
         assert image.mode == "RGB" and image.size == (6, 5)
 
@@ -40,7 +40,7 @@ def test_a_remote_path_is_refused_alike_whether_or_not_it_exists(tmp_path):
     existing.write_bytes(png())
     messages = set()
     for value in (str(existing), str(tmp_path / "missing.png"), "/etc/passwd", "../../etc/hosts", existing,
-                  {"bytes": None, "path": str(existing)}, {"path": "/etc/passwd"}, "file:///etc/passwd"):  # fmt: skip
+                  {"bytes": None, "path": str(existing)}, {"path": "/etc/passwd"}, "file:///etc/passwd"):
         with pytest.raises(ValueError) as error:
             REMOTE.read(value, "A1")
         message = str(error.value)
@@ -59,12 +59,12 @@ def test_urls_are_refused_unless_asked_for_and_never_reach_a_loopback_server(loo
     port = loopback_server.port
     for address in (url, f"http://localhost:{port}/image.png", f"http://[::1]:{port}/image.png",
                     f"http://127.1:{port}/image.png", f"http://2130706433:{port}/image.png",
-                    f"http://[::ffff:127.0.0.1]:{port}/image.png", f"https://127.0.0.1:{port}/image.png"):  # fmt: skip
+                    f"http://[::ffff:127.0.0.1]:{port}/image.png", f"https://127.0.0.1:{port}/image.png"):
         with pytest.raises(ValueError, match="(a loopback address|does not resolve)"):
             FETCHING.read(address, "A1")
     refused = (("http://10.1.2.3/x.png", "private"), ("http://192.168.0.1/x.png", "private"),
                ("http://169.254.169.254/latest/meta-data", "link-local"), ("http://0.0.0.0/x.png", "unspecified"),
-               ("http://[fe80::1]/x.png", "link-local"), ("http://100.64.0.1/x.png", "non-global"))  # fmt: skip
+               ("http://[fe80::1]/x.png", "link-local"), ("http://100.64.0.1/x.png", "non-global"))
     for address, kind in refused:
         with pytest.raises(ValueError, match=f", a {kind} address, which is never fetched"):
             FETCHING.read(address, "A1")
@@ -79,7 +79,7 @@ def test_a_url_on_a_public_address_is_fetched_within_limits(loopback_server, mon
     for real, so a redirect to 127.0.0.1 is refused before it is followed."""
     real = image_inputs_unimp.public_addresses
     monkeypatch.setattr(image_inputs_unimp, "public_addresses",
-                        lambda host, port: ["127.0.0.1"] if host == "images.test" else real(host, port))  # fmt: skip
+                        lambda host, port: ["127.0.0.1"] if host == "images.test" else real(host, port))
     public = f"http://images.test:{loopback_server.port}"
     assert FETCHING.read(f"{public}/image.png", "A1").getpixel((0, 0)) == (128, 0, 128)
     with pytest.raises(ValueError, match="a loopback address"):
@@ -88,7 +88,7 @@ def test_a_url_on_a_public_address_is_fetched_within_limits(loopback_server, mon
     with pytest.raises(ValueError, match="65,536 bytes, over the limit of 1,000"):
         ImagePolicy(allow_urls=True, max_bytes=1000).read(f"{public}/big", "A1")
     assert loopback_server.requests == ["/image.png", f"/redirect?to={loopback_server.url}/image.png",
-                                        f"/redirect?to={public}/image.png", "/image.png", "/big"]  # fmt: skip
+                                        f"/redirect?to={public}/image.png", "/image.png", "/big"]
 
 
 def test_inline_data_is_bounded_before_it_is_decoded(bomb_png):
@@ -113,7 +113,7 @@ def test_bad_inline_data_gets_a_clear_message():
                            ("data:image/png,rawbytes", "not `data:image/<type>;base64,<data>`"),
                            ("data:image/png;base64,@@@", "not valid base64"),
                            (data_url(b"not a png"), "not an image PIL can decode"),
-                           (b"", "is empty"), (42, "is not an image sent inline")):  # fmt: skip
+                           (b"", "is empty"), (42, "is not an image sent inline")):
         with pytest.raises(ValueError, match=message):
             REMOTE.read(value, "A1")
     with pytest.raises(ValueError, match="got int"):

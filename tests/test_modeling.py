@@ -15,7 +15,6 @@ from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
 )
-
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from modeling_unimp import UniMPConfig, UniMPForConditionalGeneration

@@ -45,7 +45,7 @@ class UniMPModelTester:
         return UniMPConfig.from_preset(
             "tiny", text_config=text, image_token_id=self.image_token_id,
             end_of_chunk_token_id=self.end_of_chunk_token_id, answer_token_id=self.answer_token_id, **overrides,
-        )  # fmt: skip
+        )
 
     def history(self, num_items: int) -> list[int]:
         """`<bos>` + item chunks `<image> t t <eoc>` + a task tail."""
@@ -104,7 +104,7 @@ def test_from_pretrained_with_loading_info_reports_no_missing_or_unexpected_keys
     assert isinstance(loaded, UniMPForConditionalGeneration)
     assert {key: list(value) for key, value in info.items()} == {
         "missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []
-    }  # fmt: skip
+    }
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(**inputs).logits, model(**inputs).logits)
 
@@ -178,20 +178,20 @@ def test_continuing_from_a_cache_equals_the_full_forward(family, with_images, ca
     inputs = tester.prepare_inputs()
     if not with_images:
         inputs = {"input_ids": inputs["input_ids"].masked_fill(inputs["input_ids"] == tester.image_token_id, 41),
-                  "attention_mask": inputs["attention_mask"]}  # fmt: skip
+                  "attention_mask": inputs["attention_mask"]}
     ids, new = inputs["input_ids"], 2  # the last tokens of the task tail: no <eoc> among them
     with torch.no_grad():
         full = model(**inputs).logits
         images = {k: inputs[k] for k in ("pixel_values", "image_mask") if k in inputs}
         prefix = model(input_ids=ids[:, :-new], attention_mask=inputs["attention_mask"][:, :-new], use_cache=True,
-                       **images)  # fmt: skip
+                       **images)
         media = {}
         if with_images:
             mask = build_media_attention_mask(ids, model.config, inputs["image_mask"], inputs["attention_mask"])
             media = {"media_latents": prefix.media_latents, "image_mask": inputs["image_mask"],
-                     "media_attention_mask": mask[:, -new:]}  # fmt: skip
+                     "media_attention_mask": mask[:, -new:]}
         continued = model(input_ids=ids[:, -new:], attention_mask=inputs["attention_mask"],
-                          **{cache_argument: prefix.cache}, **media).logits  # fmt: skip
+                          **{cache_argument: prefix.cache}, **media).logits
     torch.testing.assert_close(continued, full[:, -new:])
     if with_images:  # the new tokens' logits depend on the images: the continuation read them
         with torch.no_grad():
@@ -216,7 +216,7 @@ def test_continuing_from_a_cache_never_drops_images_silently():
             model(input_ids=ids[:, -1:], cache=prefix.cache, media_attention_mask=seen)
         with pytest.raises(ValueError, match=r"shape \(batch, tokens fed now, num_images\)"):
             model(input_ids=ids[:, -1:], cache=prefix.cache, media_latents=prefix.media_latents,
-                  media_attention_mask=torch.ones(2, ids.shape[1], 2, dtype=torch.bool))  # fmt: skip
+                  media_attention_mask=torch.ones(2, ids.shape[1], 2, dtype=torch.bool))
 
 
 def test_generate_passes_latents_and_the_new_tokens_media_mask_after_the_first_step():
@@ -226,7 +226,7 @@ def test_generate_passes_latents_and_the_new_tokens_media_mask_after_the_first_s
     calls = []
     model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(dict(kwargs)), with_kwargs=True)
     model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0,
-                   suppress_tokens=[tester.end_of_chunk_token_id])  # fmt: skip
+                   suppress_tokens=[tester.end_of_chunk_token_id])
     prompt = inputs["input_ids"].shape[1]
     assert calls[0]["pixel_values"] is not None and calls[0]["media_attention_mask"].shape == (2, prompt, 2)
     for later in calls[1:]:
@@ -256,7 +256,7 @@ def test_tp_plan_covers_every_linear_that_the_language_models_own_plan_covers(fa
     bare = AutoModelForCausalLM.from_config(copy.deepcopy(model.config.text_config))
     layers = re.escape(DECODER_LAYERS_PATH[family])
     covered = {name: style for name, module in bare.named_modules()
-               if isinstance(module, torch.nn.Linear) and (style := _plan_style(name, bare.tp_plan))}  # fmt: skip
+               if isinstance(module, torch.nn.Linear) and (style := _plan_style(name, bare.tp_plan))}
     assert any(re.match(rf"{layers}\.\d+\.", name) for name in covered)
     for name, style in covered.items():
         wrapped = "language_model." + re.sub(rf"^({layers}\.\d+)\.", r"\1.decoder_layer.", name)
@@ -291,9 +291,9 @@ def test_tensor_parallel_forward_on_two_cpu_processes_matches_the_full_model(tmp
     (tmp_path / "worker.py").write_text(TENSOR_PARALLEL_WORKER)
     package_root = str(Path(modeling_unimp.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}  # fmt: skip
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(tmp_path / "worker.py"), str(tmp_path)]  # fmt: skip
+               str(tmp_path / "worker.py"), str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in range(2):

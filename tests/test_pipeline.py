@@ -35,7 +35,8 @@ def test_recommend_is_the_exact_full_ranking(pipe):
     assert all(result["title"] == titles[result["item_id"]] for result in ranked)
     # The same prompt through the evaluation code: one forward pass, every item token scored at `<answer>`.
     prompt = pipe.processor([{"task": "recommend", "history": ["A1", "B2"]}], padding_side="left")
-    logits = answer_logits(pipe.model, {k: prompt[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_mask")})
+    logits = answer_logits(pipe.model,
+                           {k: prompt[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_mask")})
     assert [result["item_id"] for result in ranked] == pipe.processor.rank_items(logits, top_k=None)[0]
     probabilities = logits[0, pipe.processor.item_token_ids].softmax(-1)
     expected = {item_id: probabilities[k].item() for k, item_id in enumerate(pipe.processor.item_ids)}
@@ -55,7 +56,7 @@ def test_every_task(pipe):
     assert len(search) == 3 and all(set(result) == {"item_id", "score", "title"} for result in search)
 
     rated = pipe(history=[{"item_id": "A1", "rating": 5, "explanation": "Great fit"}], task="rate_explain",
-                 target={"item_id": "D4", "rating": 2})  # fmt: skip  (a given rating is ignored, not leaked)
+                 target={"item_id": "D4", "rating": 2})  # a given rating is ignored, not leaked
     assert set(rated) == {"item_id", "title", "rating", "rating_distribution", "explanation"}
     assert rated["item_id"] == "D4" and rated["title"] == "Yellow socks"
     distribution = rated["rating_distribution"]
@@ -79,7 +80,8 @@ def test_every_task(pipe):
 def test_inline_item_dicts_override_the_catalogue(pipe, tmp_path):
     path = tmp_path / "shoe.png"
     Image.new("RGBA", (9, 9), (0, 0, 255, 128)).save(path)
-    history = [{"item_id": "D4", "image": str(path), "title": "Blue socks"}, {"item_id": "E5", "image": Image.new("L", (5, 5))}]
+    history = [{"item_id": "D4", "image": str(path), "title": "Blue socks"},
+               {"item_id": "E5", "image": Image.new("L", (5, 5))}]
     inline = pipe(history=history, top_k=5)
     assert inline != pipe(history=["D4", "E5"], top_k=5)  # the images and title changed the prompt
     assert {result["item_id"] for result in inline} == set(ITEM_IDS)
@@ -178,7 +180,7 @@ def test_generate_image_encodes_the_request_once_with_the_library_defaults(pipe,
     monkeypatch.undo()
     tokenizer = pipe._load_image_tokenizer()
     expected = generate_item_images(pipe.model, pipe.processor, tokenizer, ["A1", "B2"], "red shoes", num_images=3,
-                                    seed=0)  # fmt: skip
+                                    seed=0)
     explicit = pipe(history=["A1", "B2"], task="generate_image", query="red shoes", num_images=3, seed=0, **SAMPLING)
     pixels = [[np.asarray(image).tolist() for image in run] for run in (images, expected, explicit)]
     assert pixels[0] == pixels[1] == pixels[2]
@@ -247,7 +249,7 @@ def test_constrained_decoding_never_yields_an_invalid_sequence(pipe, do_sample):
     generated = pipe.model.generate(
         **prompt, num_beams=4, num_return_sequences=4, do_sample=do_sample, max_new_tokens=trie.max_length + 1,
         logits_processor=LogitsProcessorList([TrieLogitsProcessor([trie, trie], length, eos)]), pad_token_id=eos,
-    )  # fmt: skip
+    )
     answers = answer_sequences(generated, length, eos)
     assert len(answers) == 8 and all(answer in trie for answer in answers)
 
@@ -255,7 +257,7 @@ def test_constrained_decoding_never_yields_an_invalid_sequence(pipe, do_sample):
 def test_selection_is_always_a_subset_of_the_candidates(pipe):
     rng = random.Random(1)
     requests = [{"history": rng.sample(ITEM_IDS, 2), "candidates": rng.sample(ITEM_IDS, rng.randint(1, 3))}
-                for _ in range(6)]  # fmt: skip
+                for _ in range(6)]
     for request, selected in zip(requests, pipe(requests, task="select", batch_size=3)):
         ids = [result["item_id"] for result in selected]
         assert ids and len(set(ids)) == len(ids) and set(ids) <= set(request["candidates"])

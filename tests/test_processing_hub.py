@@ -14,7 +14,7 @@ SAMPLES = [
     {"task": "rate_explain", "history": [{"item_id": "A1", "rating": 5, "explanation": "Great"}, "C3"],
      "target": {"item_id": "D4", "rating": 4, "explanation": "Warm"}},
     {"task": "select", "history": ["B2"], "candidates": ["A1", "E5"], "answer": ["E5"]},
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")

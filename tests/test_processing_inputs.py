@@ -32,19 +32,19 @@ def test_processor_from_a_dataset_catalogue(processor, catalogue_items):
     from processing_unimp import UniMPProcessor
 
     rebuilt = UniMPProcessor.from_catalogue(items_dataset(catalogue_items), tokenizer=processor.tokenizer,
-                                            image_processor=processor.image_processor)  # fmt: skip
+                                            image_processor=processor.image_processor)
     assert rebuilt.item_ids == processor.item_ids  # same seed, same token order
     assert sorted(processor.item_ids) == ["A1", "B2", "C3", "D4", "E5"]
     assert processor.item_ids != sorted(processor.item_ids)  # shuffled
     other_seed = UniMPProcessor.from_catalogue(catalogue_items, tokenizer=processor.tokenizer,
-                                               image_processor=processor.image_processor, seed=1)  # fmt: skip
+                                               image_processor=processor.image_processor, seed=1)
     assert other_seed.item_ids != processor.item_ids
 
 
 def test_special_token_ids(processor):
     tokens = processor.tokenizer.convert_ids_to_tokens
     assert tokens([processor.image_token_id, processor.end_of_chunk_token_id, processor.answer_token_id]) == [
-        "<image>", "<|endofchunk|>", "<answer>"]  # fmt: skip
+        "<image>", "<|endofchunk|>", "<answer>"]
     assert tokens(processor.item_token_ids) == [f"<item_{k}>" for k in range(5)]
     assert tokens(processor.slot_token_ids) == ["<slot_0>", "<slot_1>", "<slot_2>"]
     assert tokens(processor.image_code_token_ids) == ["<img_0>", "<img_1>", "<img_2>", "<img_3>"]

@@ -35,7 +35,7 @@ def recommend_history(p: UniMPProcessor) -> list[str]:
         "<image>", SHOES, "<answer>", item(p, "A1"), "<|endofchunk|>",
         SHIRT, "<answer>", item(p, "B2"), "<|endofchunk|>",
         "<image>", HAT, "<answer>", item(p, "C3"), "<|endofchunk|>",
-    ]  # fmt: skip
+    ]
 
 
 def test_recommend_training_and_inference(processor):
@@ -62,7 +62,7 @@ def test_search(processor):
 
 def test_rate_explain(processor):
     sample = {"task": "rate_explain", "history": HISTORY,
-              "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}}  # fmt: skip
+              "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}}
     encoded = processor.encode(sample)
     prompt = [
         "<image>", item(processor, "A1"), SHOES, "<answer>", "<rating_5>", "Great shoes", "<|endofchunk|>",
@@ -70,7 +70,7 @@ def test_rate_explain(processor):
         "<image>", item(processor, "C3"), HAT, "<|endofchunk|>",
         "<image>", item(processor, "D4"), SOCKS, "<|endofchunk|>",
         "What is the rating and explanation for the item?", "<answer>",
-    ]  # fmt: skip
+    ]
     assert encoded["input_ids"] == expected_ids(processor, *prompt, "<rating_4>", "Warm and soft", "</s>")
     assert len(encoded["images"]) == 3
     inference = processor.encode({**sample, "target": {"item_id": "D4"}})
@@ -93,7 +93,7 @@ def test_select(processor):
         "<image>", "<slot_1>", item(processor, "D4"), SOCKS, "<|endofchunk|>",
         "<slot_2>", item(processor, "E5"), "<|endofchunk|>",  # no text: the id token alone names the item
         "Which of these items will the user choose?", "<answer>",
-    ]  # fmt: skip
+    ]
     history = ["<image>", SHOES, "<answer>", item(processor, "A1"), "<|endofchunk|>"]
     expected = expected_ids(processor, *history, *candidates, "<slot_0>", "<slot_2>", "</s>")
     assert processor.encode(sample)["input_ids"] == expected
@@ -101,14 +101,14 @@ def test_select(processor):
 
 def test_generate_image(processor):
     sample = {"task": "generate_image", "history": ["A1", {"item_id": "C3", "image_codes": [0, 0, 1, 1]}, "D4"],
-              "query": "a shirt", "target": "B2"}  # fmt: skip
+              "query": "a shirt", "target": "B2"}
     history = [
         "<image>", item(processor, "A1"), SHOES, "<answer>", "<img_1>", "<img_2>", "<img_3>", "<img_0>",
         "<|endofchunk|>",
         "<image>", item(processor, "C3"), HAT, "<answer>", "<img_0>", "<img_0>", "<img_1>", "<img_1>",
         "<|endofchunk|>",
         "<image>", item(processor, "D4"), SOCKS, "<|endofchunk|>",  # no codes: no answer part
-    ]  # fmt: skip
+    ]
     prompt = ["Query: a shirt What does the item the user wants look like?", "<answer>"]
     target = ["<img_3>", "<img_3>", "<img_1>", "<img_0>", "</s>"]
     assert processor.encode(sample)["input_ids"] == expected_ids(processor, *history, *prompt, *target)
@@ -116,7 +116,7 @@ def test_generate_image(processor):
 
 def test_label_and_kind_masks(processor):
     sample = {"task": "rate_explain", "history": HISTORY,
-              "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}}  # fmt: skip
+              "target": {"item_id": "D4", "rating": 4, "explanation": "Warm and soft"}}
     encoded = processor.encode(sample)
     ids, kinds, labels = encoded["input_ids"], encoded["token_kinds"], encoded["labels"]
     assert labels == [i if kind else -100 for i, kind in zip(ids, kinds)]
@@ -133,7 +133,7 @@ def test_label_and_kind_masks(processor):
 def test_missing_images_and_fields_are_left_out(processor):
     text = processor.render({"task": "recommend", "history": ["B2", "E5"]})
     assert text == f"<s>{SHIRT}<answer>{item(processor, 'B2')}<|endofchunk|><answer>{item(processor, 'E5')}" \
-        "<|endofchunk|>What is the next item recommended to the user?<answer>"  # fmt: skip
+        "<|endofchunk|>What is the next item recommended to the user?<answer>"
     assert "unknown" not in text.lower() and "none" not in text.lower()
     assert processor.encode({"task": "recommend", "history": ["B2", "E5"]})["images"] == []
 
@@ -210,7 +210,7 @@ def next_item_history(p: UniMPProcessor) -> list[str]:
         "<answer>", item(p, "A1"), "<image>", SHOES, "<|endofchunk|>",
         "<answer>", item(p, "B2"), SHIRT, "<|endofchunk|>",
         "<answer>", item(p, "C3"), "<image>", HAT, "<|endofchunk|>",
-    ]  # fmt: skip
+    ]
 
 
 def test_recommend_with_ids_before_content(make_processor):
@@ -236,7 +236,7 @@ def test_recommend_with_ids_before_content(make_processor):
         "<image>", item(processor, "A1"), SHOES, "<answer>", "<rating_5>", "Great shoes", "<|endofchunk|>",
         item(processor, "B2"), SHIRT, "<answer>", "<rating_2>", "<|endofchunk|>",
         "<image>", item(processor, "C3"), HAT, "<|endofchunk|>",
-    ]  # fmt: skip
+    ]
     open_target = ["<image>", item(processor, "D4"), SOCKS, "<answer>"]
     assert processor.encode(rate)["input_ids"] == expected_ids(processor, *rate_history, *open_target, "<rating_4>",
                                                                "</s>")

@@ -136,7 +136,7 @@ class UniMPDemo:
                 "personalization", model=self.model_name, processor=self.processor, trust_remote_code=True,
                 allow_image_paths=False, allow_image_urls=False, max_image_bytes=MAX_UPLOAD_BYTES,
                 max_image_pixels=MAX_IMAGE_PIXELS,
-            )  # fmt: skip
+            )
             print(f"Model {self.model_name} loaded in {time.perf_counter() - started:.1f} s", flush=True)
         except Exception as error:  # noqa: BLE001 (the details go to the server log, not to the visitor)
             print(f"The model {self.model_name} could not be loaded: {type(error).__name__}: {error}", file=sys.stderr)
@@ -175,7 +175,7 @@ class UniMPDemo:
     def _check_item(self, item_id: Any, field: str) -> str:
         if not isinstance(item_id, str) or item_id not in self._row:
             raise gr.Error(f"Unknown item id {item_id!r} in {field}: it is not in this model's catalogue of "
-                           f"{len(self.item_ids):,} items.")  # fmt: skip
+                           f"{len(self.item_ids):,} items.")
         return item_id
 
     def catalogue_page(self, words: str | None) -> list[tuple[Image.Image, str]]:
@@ -227,7 +227,7 @@ class UniMPDemo:
     def show_history(
         self, text: str | None, user_id: str | None = None, photo: bytes | None = None,
         progress: gr.Progress = gr.Progress(),
-    ) -> list[tuple[Image.Image, str]]:  # fmt: skip
+    ) -> list[tuple[Image.Image, str]]:
         """The history as pictures and titles; an inline or uploaded picture is read as the pipeline reads it."""
         if not (text or "").strip():
             return []
@@ -294,23 +294,23 @@ class UniMPDemo:
             title = self.titles.get(item_id) or "(untitled)"
             cards.append((self.item_image(item_id), f"{rank}. {title} ({result['score']:.3f}){mark}"))
             rows.append(f"| {rank} | `{item_id}` | {title}{' ★ held-out next item' if mark else ''} | "
-                        f"{result['score']:.4f} |")  # fmt: skip
+                        f"{result['score']:.4f} |")
         return cards, "\n".join(rows)
 
     def recommend(
         self, text: str | None, user_id: str | None, photo: bytes | None, exclude_seen: bool,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple], str]:  # fmt: skip
+    ) -> tuple[list[tuple], str]:
         """The top-10 of the whole catalogue for the history, as pictures and as a table."""
         history = self.request_history(text, user_id, photo)
         results = self._run(progress, f"Ranking {len(self.item_ids):,} items…", history, task="recommend",
-                            top_k=TOP_K, exclude_seen=bool(exclude_seen))  # fmt: skip
+                            top_k=TOP_K, exclude_seen=bool(exclude_seen))
         return self._cards(results, self.users.get(user_id or "", {}).get("target"))
 
     def search(
         self, text: str | None, user_id: str | None, photo: bytes | None, query: str | None,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple], str]:  # fmt: skip
+    ) -> tuple[list[tuple], str]:
         """The top-10 items for a query, personalized by the history."""
         if not (query or "").strip():
             raise gr.Error("Type what you are looking for first.")
@@ -320,7 +320,7 @@ class UniMPDemo:
     def rate(
         self, text: str | None, user_id: str | None, photo: bytes | None, item_id: str | None,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[Image.Image, str, dict[str, float], str]:  # fmt: skip
+    ) -> tuple[Image.Image, str, dict[str, float], str]:
         """The predicted rating of an item, its distribution, and the explanation."""
         if not item_id:
             raise gr.Error("Choose the item to rate first.")
@@ -334,7 +334,7 @@ class UniMPDemo:
     def select(
         self, text: str | None, user_id: str | None, photo: bytes | None, candidates: list[str] | None,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple], str]:  # fmt: skip
+    ) -> tuple[list[tuple], str]:
         """The candidates the user would choose, with their probability among the candidates."""
         if not candidates:
             raise gr.Error("Choose the candidates to select from first.")
@@ -347,7 +347,7 @@ class UniMPDemo:
     def generate(
         self, text: str | None, user_id: str | None, photo: bytes | None, query: str | None, num_images: int,
         seed: float | None, progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple], list[tuple], str]:  # fmt: skip
+    ) -> tuple[list[tuple], list[tuple], str]:
         """Retrieve-then-generate: pictures of the item the user would like, and the retrieved items they come from.
 
         The retrieved items are the search task's top `NUM_RETRIEVED` for the same history and query: the context
@@ -359,7 +359,7 @@ class UniMPDemo:
         retrieved = self._run(progress, "Retrieving items…", history, task="search", query=query, top_k=NUM_RETRIEVED)
         seed = None if seed is None or seed == "" else int(seed)
         images = self._run(progress, f"Generating {int(num_images)} image(s)…", history, task="generate_image",
-                           query=query, num_images=int(num_images), seed=seed)  # fmt: skip
+                           query=query, num_images=int(num_images), seed=seed)
         generated = [(thumbnail(image), f"generated {index}") for index, image in enumerate(images, 1)]
         return generated, *self._cards(retrieved, score="retrieval p")
 
@@ -370,36 +370,36 @@ def build_ui(demo: UniMPDemo) -> gr.Blocks:
     slots = demo.processor.num_slots
     with gr.Blocks(title=f"UniMP demo: {demo.title}") as page:
         gr.Markdown("# UniMP: multi-modal personalization\nPick a test user or build a history from the catalogue, "
-                    "then ask for recommendations, search, a rating, a selection or generated images.")  # fmt: skip
+                    "then ask for recommendations, search, a rating, a selection or generated images.")
         status = gr.Markdown("Loading the model…", elem_id="status")
         active_user = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
                     user = gr.Dropdown(sorted(demo.users), value=None, label="A test user", elem_id="user",
-                                       filterable=True, interactive=bool(demo.users), scale=3)  # fmt: skip
+                                       filterable=True, interactive=bool(demo.users), scale=3)
                     use_user = gr.Button("Use this user's history", elem_id="use-user", scale=1)
                 user_info = gr.Markdown()
                 history = gr.Textbox(label="History (oldest first)", info=HISTORY_HELP, lines=2, elem_id="history")
                 history_cards = gr.Gallery(label="Your history", columns=5, height=240, allow_preview=False,
-                                           elem_id="history-cards")  # fmt: skip
+                                           elem_id="history-cards")
                 with gr.Row():
                     to_add = gr.Dropdown(choices, multiselect=True, filterable=True, label="Add catalogue items",
-                                         elem_id="add-items", scale=3)  # fmt: skip
+                                         elem_id="add-items", scale=3)
                     add = gr.Button("Add to history", elem_id="add", scale=1)
                 with gr.Accordion("Browse the catalogue (click a picture to add it)", open=False):
                     words = gr.Textbox(label="Title words (Enter to search)", elem_id="catalogue-words")
                     catalogue = gr.Gallery(demo.catalogue_page(""), label="Catalogue", columns=6, height=300,
-                                           allow_preview=False, elem_id="catalogue")  # fmt: skip
+                                           allow_preview=False, elem_id="catalogue")
                 photo = gr.File(label="Your photo of the latest item (optional; replaces its picture)",
-                                type="binary", file_types=["image"], elem_id="photo")  # fmt: skip
+                                type="binary", file_types=["image"], elem_id="photo")
                 clear = gr.Button("Clear the history", elem_id="clear")
             with gr.Column(scale=3):
                 with gr.Tab("Recommend"):
                     exclude = gr.Checkbox(label="Leave out items already in the history", value=False)
                     recommend = gr.Button("Recommend the top 10", variant="primary", elem_id="recommend")
                     recommendations = gr.Gallery(label="Top-10 recommendations", columns=5, height=330,
-                                                 elem_id="recommendations")  # fmt: skip
+                                                 elem_id="recommendations")
                     recommendations_table = gr.Markdown(elem_id="recommendations-table")
                 with gr.Tab("Search"):
                     query = gr.Textbox(label="Search query", placeholder="e.g. dark bag", elem_id="query")
@@ -417,22 +417,22 @@ def build_ui(demo: UniMPDemo) -> gr.Blocks:
                     explanation = gr.Textbox(label="Explanation", interactive=False)
                 with gr.Tab("Select"):
                     candidates = gr.Dropdown(choices, multiselect=True, filterable=True, max_choices=slots,
-                                             label=f"Candidates (up to {slots})", elem_id="candidates")  # fmt: skip
+                                             label=f"Candidates (up to {slots})", elem_id="candidates")
                     select = gr.Button("Which would the user choose?", variant="primary", elem_id="select")
                     selected = gr.Gallery(label="Chosen", columns=5, height=200, elem_id="selected")
                     selected_table = gr.Markdown()
                 with gr.Tab("Generate images", elem_id="generate-tab"):
                     description = gr.Textbox(label="What the user is looking for", placeholder="e.g. dark coat",
-                                             elem_id="generate-query")  # fmt: skip
+                                             elem_id="generate-query")
                     with gr.Row():
                         num_images = gr.Slider(1, 4, value=4, step=1, label="Images")
                         seed = gr.Number(value=0, precision=0, label="Seed")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Row():
                         generated = gr.Gallery(label="Generated for this user", columns=2, height=330,
-                                               elem_id="generated")  # fmt: skip
+                                               elem_id="generated")
                         retrieved = gr.Gallery(label=f"Retrieved items (top {NUM_RETRIEVED}), the context",
-                                               columns=3, height=330, elem_id="retrieved")  # fmt: skip
+                                               columns=3, height=330, elem_id="retrieved")
                     retrieved_table = gr.Markdown()
 
         context = [history, active_user, photo]
@@ -448,14 +448,14 @@ def build_ui(demo: UniMPDemo) -> gr.Blocks:
         history.blur(**show)
         photo.change(**show)
         clear.click(lambda: ("", None, None, [], "", None),
-                    outputs=[history, active_user, user, history_cards, user_info, photo])  # fmt: skip
+                    outputs=[history, active_user, user, history_cards, user_info, photo])
         recommend.click(demo.recommend, inputs=[*context, exclude], outputs=[recommendations, recommendations_table])
         search.click(demo.search, inputs=[*context, query], outputs=[found, found_table])
         query.submit(demo.search, inputs=[*context, query], outputs=[found, found_table])
         rate.click(demo.rate, inputs=[*context, item], outputs=[item_picture, headline, distribution, explanation])
         select.click(demo.select, inputs=[*context, candidates], outputs=[selected, selected_table])
         generate.click(demo.generate, inputs=[*context, description, num_images, seed],
-                       outputs=[generated, retrieved, retrieved_table])  # fmt: skip
+                       outputs=[generated, retrieved, retrieved_table])
     return page
 
 
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     page = build_ui(demo)
     page.queue(default_concurrency_limit=2)
     page.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False,
-                prevent_thread_lock=True, show_error=False)  # fmt: skip
+                prevent_thread_lock=True, show_error=False)
     print(f"UniMP demo of {demo.model_name} up in {time.perf_counter() - started:.1f} s", flush=True)
     page.block_thread()
 

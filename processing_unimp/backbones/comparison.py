@@ -15,10 +15,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, set_seed
 
-from processing_unimp.evaluation.tasks import evaluate_ranking, prompt_inputs
 from processing_unimp.evaluation.metrics import text_metrics
-from processing_unimp.training.recipe import DataArguments, ModelArguments, build_model, build_processor, select_tasks
-from processing_unimp.training.recipe import recent_history
+from processing_unimp.evaluation.tasks import evaluate_ranking, prompt_inputs
+from processing_unimp.training.recipe import (
+    DataArguments,
+    ModelArguments,
+    build_model,
+    build_processor,
+    recent_history,
+    select_tasks,
+)
 from processing_unimp.training.trainer import UniMPTrainingArguments
 
 from .recipe import BackboneArguments, composed_for_data, train_packed

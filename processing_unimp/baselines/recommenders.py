@@ -93,7 +93,8 @@ def content_vectors(items, fields: Sequence[str] = ("text", "image"), image_side
         pixels = torch.zeros(len(items), image_side * image_side)
         for row, image in enumerate(items["image"]):
             if image is not None:
-                grey = load_rgb_image(image, items[row]["item_id"]).convert("L").resize((image_side, image_side), Image.BILINEAR)
+                grey = load_rgb_image(image, items[row]["item_id"]).convert("L").resize((image_side, image_side),
+                                                                                        Image.BILINEAR)
                 pixels[row] = torch.from_numpy(np.asarray(grey, dtype=np.float32).reshape(-1) / 255.0)
         has_image = pixels.abs().sum(1) > 0
         pixels[has_image] -= pixels[has_image].mean(0)

@@ -95,7 +95,7 @@ def launch_training(config: Path, train_script: Path, output_dir: Path, processe
                "--num_processes", str(processes), "--mixed_precision", "bf16", str(train_script),
                "--model-preset", preset, "--max-steps", str(max_steps), "--bf16", "--eval-steps", str(max_steps),
                "--save-steps", str(max_steps), "--max-eval-users", "200", "--max-test-users", "200",
-               "--output-dir", str(output_dir)]  # fmt: skip
+               "--output-dir", str(output_dir)]
     start = time.perf_counter()
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)

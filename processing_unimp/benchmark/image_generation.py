@@ -55,8 +55,9 @@ def style_labels(dataset: str, item_ids: list[str]) -> list[int] | None:
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """Every scored image set (`METHODS`) as a row of a markdown table, with its paired difference to no retrieval."""
-    header = ("| method | FID-style distance (lower is better) | class consistency | personalization | style consistency "
-              f"| FID-style distance − {BASELINE} (± s.e.) | personalization − {BASELINE} (± s.e.) |")
+    header = ("| method | FID-style distance (lower is better) | class consistency | personalization "
+              f"| style consistency | FID-style distance − {BASELINE} (± s.e.) "
+              f"| personalization − {BASELINE} (± s.e.) |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         scores = results[method]
@@ -65,8 +66,8 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
         paired = ("– | –" if versus is None else
                   f"{versus['fid_difference']:+.1f} ± {versus['fid_difference_se']:.1f} "
                   f"| {versus['personalization_difference']:+.3f} ± {versus['personalization_difference_se']:.3f}")
-        lines.append(f"| {method} | {scores['fid']:.3f} | {scores['consistency']:.3f} | {scores['personalization']:.3f} "
-                     f"| {style} | {paired} |")
+        lines.append(f"| {method} | {scores['fid']:.3f} | {scores['consistency']:.3f} "
+                     f"| {scores['personalization']:.3f} | {style} | {paired} |")
     return "\n".join(lines) + "\n"
 
 

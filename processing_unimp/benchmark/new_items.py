@@ -16,7 +16,6 @@ from ..evaluation.protocol import LeaveOneOut, evaluate_scorer, scorer_ranks
 from .report import _frequency_table, row_name, short_labels
 from .runs import SEEDED_BASELINES, baseline_models, target_train_counts
 
-
 GROUPS = ("new", "other", "all")  # test users by their target: a new item, any other item, every user
 SEEDED_MODELS = (*SEEDED_BASELINES, "content-sasrec")  # rows named with the seed: their fit depends on it
 

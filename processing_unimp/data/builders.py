@@ -49,7 +49,8 @@ def open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def iter_json_lines(path: str | os.PathLike, report: BuildReport, *, python_literals: bool = False) -> Iterator[tuple[int, dict]]:
+def iter_json_lines(path: str | os.PathLike, report: BuildReport, *,
+                    python_literals: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield `(line_number, record)` for each JSON object line; bad lines are skipped and counted.
 
     `python_literals` also accepts Python dict literals (the 2014 Amazon metadata files are written that way).
@@ -110,7 +111,8 @@ def read_csv_table(
     return frame
 
 
-def _read_csv_rowwise(path: Path, report: BuildReport, *, encoding: str, header: bool, names: Sequence[str] | None) -> pd.DataFrame:
+def _read_csv_rowwise(path: Path, report: BuildReport, *, encoding: str, header: bool,
+                      names: Sequence[str] | None) -> pd.DataFrame:
     """Slow path of `read_csv_table`: decode and parse each physical line on its own."""
     rows: list[list[str]] = []
     columns = list(names) if names else None
@@ -139,7 +141,8 @@ def _read_csv_rowwise(path: Path, report: BuildReport, *, encoding: str, header:
     return frame.replace("", None)
 
 
-def to_number(frame: pd.DataFrame, column: str, report: BuildReport, *, where_column: str, kind: str = "float") -> pd.DataFrame:
+def to_number(frame: pd.DataFrame, column: str, report: BuildReport, *, where_column: str,
+              kind: str = "float") -> pd.DataFrame:
     """Parse `column` as numbers; rows whose non-empty value does not parse are skipped and counted."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() & frame[column].notna()
@@ -207,7 +210,8 @@ _OPINION = re.compile(
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def extract_explanation(review: str | None, summary: str | None = None, *, min_words: int = 4, max_words: int = 30) -> str | None:
+def extract_explanation(review: str | None, summary: str | None = None, *, min_words: int = 4,
+                        max_words: int = 30) -> str | None:
     """An explanation from a review: its first sentence with an opinion word, else its first sentence of
     reasonable length, else the summary (the rating-explanation target, as in PETER/P5-style extraction)."""
     if review:
@@ -227,7 +231,8 @@ def extract_explanation(review: str | None, summary: str | None = None, *, min_w
 # From cleaned frames to a saved DatasetDict
 
 
-def _attach_images(items: pd.DataFrame, report: BuildReport, image_cache: ImageCache | None, download_kwargs: Mapping[str, Any]) -> pd.Series:
+def _attach_images(items: pd.DataFrame, report: BuildReport, image_cache: ImageCache | None,
+                   download_kwargs: Mapping[str, Any]) -> pd.Series:
     """The `image` column: bytes from `image_bytes`, a local `image_path` or a downloaded `image_url`.
 
     Missing, dead or corrupt images become None and are counted; the item itself is kept (text-only).
@@ -239,7 +244,8 @@ def _attach_images(items: pd.DataFrame, report: BuildReport, image_cache: ImageC
     else:
         fetched = {}
     records = items.to_dict("records")
-    for position, row in enumerate(tqdm(records, desc="item images", mininterval=2, disable=None if len(records) > 10_000 else True)):
+    for position, row in enumerate(tqdm(records, desc="item images", mininterval=2,
+                                        disable=None if len(records) > 10_000 else True)):
         data: bytes | None = None
         where = f"item_id={row['item_id']}"
         if "image_bytes" in items.columns and isinstance(row.get("image_bytes"), bytes):
@@ -362,7 +368,8 @@ def compute_statistics(name: str, dataset: datasets.DatasetDict) -> dict[str, An
 
 def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of statistics (one row per dataset)."""
-    header = "| dataset | users | items | interactions | density | images | avg. history |\n|---|---:|---:|---:|---:|---:|---:|\n"
+    header = ("| dataset | users | items | interactions | density | images | avg. history |\n"
+              "|---|---:|---:|---:|---:|---:|---:|\n")
     body = "".join(
         f"| {r['dataset']} | {r['users']:,} | {r['items']:,} | {r['interactions']:,} | {r['density']:.4%} | "
         f"{r['images']:,} | {r['avg_history']} |\n"

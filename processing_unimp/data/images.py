@@ -81,7 +81,8 @@ class ImageCache:
 
     def mark_failed(self, url: str, reason: str) -> None:
         """Record that `url` is dead or corrupt, with why."""
-        _atomic_write(self.root / "failed" / f"{self.key(url)}.json", json.dumps({"url": url, "reason": reason}).encode())
+        _atomic_write(self.root / "failed" / f"{self.key(url)}.json",
+                      json.dumps({"url": url, "reason": reason}).encode())
 
     def failure(self, url: str) -> str | None:
         """Why `url` failed before, or None if it did not."""
@@ -133,6 +134,7 @@ def download_images(urls: Iterable[str], cache: ImageCache, *, workers: int = 8,
     results: dict[str, Path | None] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(fetch_image, url, cache, **fetch_kwargs): url for url in unique}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="images", disable=not progress or not unique):
+        for future in tqdm(as_completed(futures), total=len(futures), desc="images",
+                           disable=not progress or not unique):
             results[futures[future]] = future.result()
     return {url: results[url] for url in unique}

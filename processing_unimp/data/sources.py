@@ -115,13 +115,15 @@ def _amazon_item(record: Mapping[str, Any], item: str) -> dict[str, Any]:
     if record.get("main_category") and record["main_category"] not in categories:
         categories.insert(0, record["main_category"])
     return {
-        "item_id": str(record[item]), "title": _text(record.get("title")), "description": _text(record.get("description")),
-        "categories": categories, "brand": _text(record.get("brand") or record.get("store")),
+        "item_id": str(record[item]), "title": _text(record.get("title")),
+        "description": _text(record.get("description")), "categories": categories,
+        "brand": _text(record.get("brand") or record.get("store")),
         "price": _price(record.get("price")), "image_url": url,
     }
 
 
-def _items_frame(records: Iterable[tuple[str, Mapping[str, Any]]], wanted: set[str], report: BuildReport, item: str) -> pd.DataFrame:
+def _items_frame(records: Iterable[tuple[str, Mapping[str, Any]]], wanted: set[str], report: BuildReport,
+                 item: str) -> pd.DataFrame:
     """Unified items for the `wanted` ids from metadata records `(where, record)`."""
     rows = []
     for where, record in records:
@@ -168,10 +170,12 @@ def build_amazon(
         total += count
         interactions.append(reviews)
         meta = _first_file(source_dir, [f"meta_{category}.json"])
-        items.append(_items_frame(_json_records(meta, report, python_literals=True), set(reviews["item_id"]), report, "asin"))
+        items.append(_items_frame(_json_records(meta, report, python_literals=True), set(reviews["item_id"]),
+                                  report, "asin"))
     report.note("categories", list(categories))
-    return run_builder(f"amazon{version}", pd.concat(items, ignore_index=True), pd.concat(interactions, ignore_index=True),
-                       report, config, raw_records=total, output_dir=output_dir, image_cache=image_cache)
+    return run_builder(f"amazon{version}", pd.concat(items, ignore_index=True),
+                       pd.concat(interactions, ignore_index=True), report, config, raw_records=total,
+                       output_dir=output_dir, image_cache=image_cache)
 
 
 def build_amazon2023(
@@ -228,7 +232,8 @@ def build_hm(
     """
     source_dir, config = Path(source_dir), config or BuildConfig()
     report = BuildReport("hm", strict=config.strict)
-    transactions = read_csv_table(_first_file(source_dir, ["transactions_train.csv"]), ["t_dat", "customer_id", "article_id"], report)
+    transactions = read_csv_table(_first_file(source_dir, ["transactions_train.csv"]),
+                                  ["t_dat", "customer_id", "article_id"], report)
     total = len(transactions) + sum(report.skipped.values())
     transactions["article_id"] = transactions["article_id"].str.zfill(10)
     dates = pd.to_datetime(transactions["t_dat"], format="%Y-%m-%d", errors="coerce")
@@ -253,10 +258,12 @@ def build_hm(
         "item_id": articles["article_id"],
         "title": articles["prod_name"],
         "description": [
-            " ".join(p for p in (_text(d), f"Colour: {c}." if _text(c) else None, f"Pattern: {g}." if _text(g) else None) if p) or None
+            " ".join(p for p in (_text(d), f"Colour: {c}." if _text(c) else None,
+                                 f"Pattern: {g}." if _text(g) else None) if p) or None
             for d, c, g in zip(column("detail_desc"), column("colour_group_name"), column("graphical_appearance_name"))
         ],
-        "categories": [_flat_categories([c for c in row if isinstance(c, str)]) for row in zip(*(column(c) for c in category_columns))],
+        "categories": [_flat_categories([c for c in row if isinstance(c, str)])
+                       for row in zip(*(column(c) for c in category_columns))],
         "brand": "H&M",
         "price": articles["article_id"].map(median_price).astype(float),
         "image_path": [str(source_dir / "images" / a[:3] / f"{a}.jpg") for a in articles["article_id"]],
@@ -298,7 +305,8 @@ def build_netflix(
         report.skip("empty_history", "all users (the matrices hold no interactions)")
     edges["timestamp"] = edges.groupby("user").cumcount()
     interactions = pd.DataFrame({
-        "user_id": edges["user"].astype(str), "item_id": edges["item"].astype(str), "timestamp": edges["timestamp"].astype("int64"),
+        "user_id": edges["user"].astype(str), "item_id": edges["item"].astype(str),
+        "timestamp": edges["timestamp"].astype("int64"),
     })
     attributes = read_csv_table(_first_file(source_dir, ["item_attribute.csv"]), ["id", "year", "title"], report,
                                 encoding="latin-1", header=False, names=["id", "year", "title"])
@@ -306,10 +314,11 @@ def build_netflix(
         "item_id": attributes["id"].astype(str),
         "title": attributes["title"],
         "description": [f"Year: {y}" if _text(y) and str(y).isdigit() else None for y in attributes["year"]],
-        "image_path": [str(source_dir / "images" / f"{i}.jpg") if (source_dir / "images" / f"{i}.jpg").is_file() else None
-                       for i in attributes["id"]],
+        "image_path": [str(source_dir / "images" / f"{i}.jpg") if (source_dir / "images" / f"{i}.jpg").is_file()
+                       else None for i in attributes["id"]],
     })
-    return run_builder("netflix", items, interactions, report, config, raw_records=len(interactions), output_dir=output_dir)
+    return run_builder("netflix", items, interactions, report, config, raw_records=len(interactions),
+                       output_dir=output_dir)
 
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
@@ -327,12 +336,14 @@ def build_movielens(
     genres as categories, and the release year as the description."""
     source_dir, config = Path(source_dir), config or BuildConfig()
     report = BuildReport(name, strict=config.strict)
-    ratings = read_csv_table(_first_file(source_dir, ["ratings.csv"]), ["userId", "movieId", "rating", "timestamp"], report)
+    ratings = read_csv_table(_first_file(source_dir, ["ratings.csv"]), ["userId", "movieId", "rating", "timestamp"],
+                             report)
     total = len(ratings) + sum(report.skipped.values())
     ratings = to_number(ratings, "timestamp", report, where_column="movieId", kind="int")
     ratings = to_number(ratings, "rating", report, where_column="movieId")
     interactions = pd.DataFrame({
-        "user_id": ratings["userId"], "item_id": ratings["movieId"], "timestamp": ratings["timestamp"], "rating": ratings["rating"],
+        "user_id": ratings["userId"], "item_id": ratings["movieId"], "timestamp": ratings["timestamp"],
+        "rating": ratings["rating"],
     })
     movies = read_csv_table(_first_file(source_dir, ["movies.csv"]), ["movieId", "title", "genres"], report)
     years = movies["title"].fillna("").str.extract(_YEAR)[0]
@@ -340,7 +351,8 @@ def build_movielens(
         "item_id": movies["movieId"],
         "title": movies["title"].fillna("").str.replace(_YEAR, "", regex=True).str.strip().replace("", None),
         "description": [f"Year: {y}" if isinstance(y, str) else None for y in years],
-        "categories": [[g for g in _flat_categories(genres) if g != "(no genres listed)"] for genres in movies["genres"].fillna("")],
+        "categories": [[g for g in _flat_categories(genres) if g != "(no genres listed)"]
+                       for genres in movies["genres"].fillna("")],
     })
     return run_builder(name, items, interactions, report, config, raw_records=total, output_dir=output_dir,
                        extra_files=extra_files)

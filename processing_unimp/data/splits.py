@@ -113,7 +113,9 @@ def _split_targets(
     elif config.split == "user":
         ratios = np.asarray(config.split_ratios, dtype=float)
         if ratios.shape != (3,) or (ratios < 0).any() or abs(ratios.sum() - 1) > 1e-6:
-            raise ValueError(f"split_ratios must be three non-negative fractions summing to 1, got {config.split_ratios}")
+            raise ValueError(
+                f"split_ratios must be three non-negative fractions summing to 1, got {config.split_ratios}"
+            )
         order = np.random.default_rng([config.seed, 7]).permutation(len(blocks))
         bounds = np.round(np.cumsum(ratios) * len(blocks)).astype(int)
         assignment = np.empty(len(blocks), dtype=object)
@@ -163,8 +165,10 @@ def _task_samples(
     unavailable = {"generate_image": not with_image, "rate_explain": bool(pd.isna(ratings).all())}
     tasks = [t for t in config.tasks if not unavailable.get(t, False)]
     for task in sorted(set(config.tasks) - set(tasks)):
-        report.note(f"no_{task}_samples", "the dataset has no images" if task == "generate_image" else "the dataset has no ratings")
-    for user, block_id, position in tqdm(targets, desc=f"task samples ({split})", leave=False, disable=len(targets) < 5000):
+        report.note(f"no_{task}_samples",
+                    "the dataset has no images" if task == "generate_image" else "the dataset has no ratings")
+    for user, block_id, position in tqdm(targets, desc=f"task samples ({split})", leave=False,
+                                         disable=len(targets) < 5000):
         block = blocks[block_id][1]
         history = block[max(0, position - config.max_history): position]
         target = int(block[position])
@@ -234,7 +238,8 @@ def build_splits(
     rows, targets = _split_targets(blocks, config, report)
     out: dict[str, datasets.Dataset] = {}
     for split_index, split in enumerate(SPLITS):
-        out[split] = datasets.Dataset.from_dict({"interaction_index": sorted(rows[split])}, features=SPLIT_INDEX_FEATURES)
+        out[split] = datasets.Dataset.from_dict({"interaction_index": sorted(rows[split])},
+                                                features=SPLIT_INDEX_FEATURES)
         samples = _task_samples(split, split_index, targets[split], blocks, items, interactions, config, report)
         out[f"tasks_{split}"] = datasets.Dataset.from_dict(samples, features=COMPACT_TASK_FEATURES)
     return out
@@ -248,8 +253,10 @@ def materialize_task_samples(tasks: datasets.Dataset, interactions: datasets.Dat
     lengths = pc.fill_null(pc.list_value_length(history_index), 0).to_numpy(zero_copy_only=False)
     offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
     flat = pc.list_flatten(history_index)
-    history_struct = pa.StructArray.from_arrays([source.column(n).combine_chunks() for n in _HISTORY_FIELDS], names=list(_HISTORY_FIELDS))
-    target_struct = pa.StructArray.from_arrays([source.column(n).combine_chunks() for n in _TARGET_FIELDS], names=list(_TARGET_FIELDS))
+    history_struct = pa.StructArray.from_arrays([source.column(n).combine_chunks() for n in _HISTORY_FIELDS],
+                                                names=list(_HISTORY_FIELDS))
+    target_struct = pa.StructArray.from_arrays([source.column(n).combine_chunks() for n in _TARGET_FIELDS],
+                                               names=list(_TARGET_FIELDS))
     resolved = pa.table(
         {
             "task": table.column("task"),
@@ -261,8 +268,8 @@ def materialize_task_samples(tasks: datasets.Dataset, interactions: datasets.Dat
             "answer": table.column("answer"),
         }
     )
-    return datasets.Dataset(datasets.table.InMemoryTable(resolved), info=datasets.DatasetInfo(features=TASK_SAMPLE_FEATURES),
-                            split=tasks.split)
+    return datasets.Dataset(datasets.table.InMemoryTable(resolved),
+                            info=datasets.DatasetInfo(features=TASK_SAMPLE_FEATURES), split=tasks.split)
 
 
 
@@ -270,19 +277,19 @@ def materialize_split(split: datasets.Dataset, interactions: datasets.Dataset) -
     """The interaction rows a compact split table points at, as an in-memory interactions table."""
     source = interactions.with_format("arrow")[:]
     rows = split.with_format("arrow")[:].column("interaction_index").combine_chunks()
-    return datasets.Dataset(datasets.table.InMemoryTable(source.take(rows)), info=datasets.DatasetInfo(features=interactions.features),
-                            split=split.split)
+    return datasets.Dataset(datasets.table.InMemoryTable(source.take(rows)),
+                            info=datasets.DatasetInfo(features=interactions.features), split=split.split)
 
 
 NEW_ITEM_PROTOCOL = (
-    "new items (RecFormer's in-set/cold split), seed {seed}: a seeded {test_fraction:.0%} of the catalogue ({test_items} "
-    "items) occurs in no training or validation history, only as test targets ({test_users} of {users} test users "
-    "have one); a second seeded {validation_fraction:.0%} ({validation_items} items, drawn among the items that are no "
-    "user's test target) occurs in no training history, only as validation targets ({validation_users} validation "
-    "users), so that model selection sees new items without touching test (such an item is also in its user's test "
-    "history, as every validation target is: an item bought after training, never scored at test); every user keeps "
-    "its test target, its earlier interactions lose the new items and the second last left is its validation target "
-    "(users left with fewer than 3 interactions only train: {short_users})"
+    "new items (RecFormer's in-set/cold split), seed {seed}: a seeded {test_fraction:.0%} of the catalogue "
+    "({test_items} items) occurs in no training or validation history, only as test targets ({test_users} of {users} "
+    "test users have one); a second seeded {validation_fraction:.0%} ({validation_items} items, drawn among the items "
+    "that are no user's test target) occurs in no training history, only as validation targets ({validation_users} "
+    "validation users), so that model selection sees new items without touching test (such an item is also in its "
+    "user's test history, as every validation target is: an item bought after training, never scored at test); every "
+    "user keeps its test target, its earlier interactions lose the new items and the second last left is its "
+    "validation target (users left with fewer than 3 interactions only train: {short_users})"
 )
 """The new-item protocol in one paragraph, filled in by `NewItemSplit.protocol`."""
 

@@ -89,7 +89,7 @@ def eval_results(datasets: dict[str, Any]) -> list[EvalResult]:
                 dataset_type=dataset, dataset_name=dataset, dataset_split="test",
                 dataset_args={"protocol": result.get("protocol", "")},
                 metric_type=metric.lower(), metric_name=metric, metric_value=value,
-            ))  # fmt: skip
+            ))
     return entries
 
 
@@ -127,7 +127,7 @@ def render_card(
     card_data = ModelCardData(
         model_name=name, library_name="transformers", pipeline_tag="image-text-to-text", license="apache-2.0",
         tags=TAGS, eval_results=eval_results(datasets) or None,
-    )  # fmt: skip
+    )
     vision, text = config.vision_config, config.text_config
     return ModelCard.from_template(
         card_data,
@@ -151,7 +151,7 @@ def render_card(
 def _write(
     model_dir: Path, folder: Path, name: str, card: str | Path | None, repo_id: str | None, datasets: dict[str, Any],
     space: str,
-) -> UniMPProcessor:  # fmt: skip
+) -> UniMPProcessor:
     """Write every file of the export into `folder` (see `export` for `card`); `name` titles the model card and
     `space` (markdown) says where its demo is. Returns the processor."""
     if not (model_dir / "config.json").is_file():
@@ -222,7 +222,7 @@ def export(
     name = name or (repo_id.split("/")[-1] if repo_id else output_dir.name)
     with atomic_directory(output_dir) as staging:
         processor = _write(model_dir, staging, name, card, repo_id, datasets, _space_line(output_dir, space_dir,
-                                                                                       space_repo))  # fmt: skip
+                                                                                       space_repo))
     if space_dir is not None:
         source = dataset if dataset is not None else matching_bundled_dataset(processor.item_ids)
         users = test_users(source, processor.item_ids) if source is not None else None
@@ -236,5 +236,5 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                               commit_message="Upload UniMP export (examples/export_hub.py)")  # fmt: skip
+                               commit_message="Upload UniMP export (examples/export_hub.py)")
     return str(commit)

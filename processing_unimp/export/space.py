@@ -75,7 +75,7 @@ def _readme(model: str, model_repo: str | None, name: str, space_repo: str | Non
         "First push the model (`examples/export_hub.py ... --push-to-hub org/model-name`) and set `model` in "
         f"`{CONFIG_FILE}` to its repo id (or set the Space variable `UNIMP_MODEL`): a Space cannot read a local "
         "folder.\n\n"
-    )  # fmt: skip
+    )
     published = f"Published at {space_url(space_repo)}.\n\n" if space_repo else ""
     card.text += (
         f"\n## This Space\n\nServes **{name}**: {served} (`{CONFIG_FILE}`); the test users are in `{USERS_FILE}`. "
@@ -137,5 +137,5 @@ def push_space(folder: str | os.PathLike, repo_id: str, private: bool = False, t
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="space",
-                               commit_message="Upload UniMP demo Space (examples/export_hub.py --space)")  # fmt: skip
+                               commit_message="Upload UniMP demo Space (examples/export_hub.py --space)")
     return str(commit)

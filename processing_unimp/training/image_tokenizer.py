@@ -1,7 +1,8 @@
-"""Train the VQ image tokenizer (a diffusers `VQModel`) on a catalogue's item images (`examples/train_image_tokenizer.py`).
+"""Train the VQ image tokenizer (a diffusers `VQModel`) on a catalogue's item images.
 
-Not shipped to the Hub. UniMP generates an image as the VQ codes of its grid (`<img_k>` tokens); this tokenizer
-turns item images into codes for training and decodes generated codes back into pixels.
+Run by `examples/train_image_tokenizer.py`; not shipped to the Hub. UniMP generates an image as the VQ codes of its
+grid (`<img_k>` tokens); this tokenizer turns item images into codes for training and decodes generated codes back
+into pixels.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def reconstruction_quality(vq, pixels: torch.Tensor, batch_size: int = 256) -> d
         used.update(codes.flatten().tolist())
         error = ((decode_pixels(vq, codes) - batch) / 2).pow(2).flatten(1).mean(1)
         psnr.append(-10 * torch.log10(error.clamp(min=1e-10)))
-    return {"psnr": round(torch.cat(psnr).mean().item(), 3), "codebook_usage": round(len(used) / vq.config.num_vq_embeddings, 4)}
+    return {"psnr": round(torch.cat(psnr).mean().item(), 3),
+            "codebook_usage": round(len(used) / vq.config.num_vq_embeddings, 4)}
 
 
 def train_image_tokenizer(items, output_dir: str | os.PathLike, *, codebook_size: int = 256, image_size: int = 28,

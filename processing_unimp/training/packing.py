@@ -50,7 +50,9 @@ def _pack_user(chunks: list[dict[str, Any]], bos: list[int], max_length: int) ->
     for chunk in chunks:
         size = len(chunk["input_ids"])
         if len(bos) + size > max_length:
-            raise ValueError(f"Item {chunk['item_id']!r}: its chunk alone ({size} tokens) exceeds max_length={max_length}.")
+            raise ValueError(
+                f"Item {chunk['item_id']!r}: its chunk alone ({size} tokens) exceeds max_length={max_length}."
+            )
         if current and length + size > max_length:
             sequences.append(current)
             current, length = [], len(bos)

@@ -46,7 +46,8 @@ class ModelArguments:
                           "from a multi-task checkpoint."},
     )
     vision_model: str | None = field(
-        default=None, metadata={"help": "Pretrained CLIP/SigLIP (e.g. openai/clip-vit-large-patch14), with --text-model."}
+        default=None,
+        metadata={"help": "Pretrained CLIP/SigLIP (e.g. openai/clip-vit-large-patch14), with --text-model."},
     )
     text_model: str | None = field(
         default=None,
@@ -250,7 +251,8 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         )
         model.resize_token_embeddings(len(processor.tokenizer))  # the added rows train even with the LM frozen
     else:
-        frozen = {} if model_args.freeze_vision_tower is None else {"freeze_vision_tower": model_args.freeze_vision_tower}
+        frozen = ({} if model_args.freeze_vision_tower is None
+                  else {"freeze_vision_tower": model_args.freeze_vision_tower})
         model = unimp_for_processor(model_args.model_preset, processor, **media, **frozen)
     if not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
@@ -287,7 +289,8 @@ def select_tasks(dataset, tasks: list[str], limit: int | None = None, latest_rec
             if task == "recommend" and len(history) >= longest.get(user, (-1, -1))[0]:
                 longest[user] = (len(history), row)
         keep = {row for _, row in longest.values()}
-        selected = selected.select([row for row, task in enumerate(selected["task"]) if task != "recommend" or row in keep])
+        selected = selected.select([row for row, task in enumerate(selected["task"])
+                                    if task != "recommend" or row in keep])
     return selected.shuffle(seed=0).select(range(min(limit, len(selected)))) if limit else selected
 
 
@@ -383,7 +386,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if data_args.packed_ratings not in ("", "ratings", "explanations"):
         raise ValueError(f"--packed-ratings must be '', 'ratings' or 'explanations', not {data_args.packed_ratings!r}.")
     if data_args.packed_ratings and not data_args.packed:
-        raise ValueError("--packed-ratings needs --packed: its sequences use the packed ('before') rate_explain prompt.")
+        raise ValueError(
+            "--packed-ratings needs --packed: its sequences use the packed ('before') rate_explain prompt."
+        )
     if training_args.train_sampling_strategy == "group_by_length" and not data_args.packed:
         raise ValueError("train_sampling_strategy='group_by_length' needs --packed: unpacked task samples are encoded "
                          "batch by batch and have no length to group by (pass --train-sampling-strategy random).")

@@ -178,7 +178,8 @@ class UniMPTrainer(Trainer):
         labels = inputs.pop("labels")
         token_kinds = inputs.pop("token_kinds", None)
         task_ids = inputs.pop("task_ids", None)
-        if inputs.get("pixel_values") is not None and inputs["pixel_values"].shape[1] and self._uses_feature_cache(model):
+        if (inputs.get("pixel_values") is not None and inputs["pixel_values"].shape[1]
+                and self._uses_feature_cache(model)):
             inputs["image_features"] = self._cached_image_features(model, inputs.pop("pixel_values"))
         if getattr(self.args, "logits_at_labels", False):
             inputs["logits_to_keep"] = supervised_positions(labels)

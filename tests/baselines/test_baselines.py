@@ -43,7 +43,8 @@ def test_sasrec_stops_early_on_validation_and_restores_the_best_epoch():
     scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.1, 0.0])
     model = SASRecRecommender(SASRecConfig(num_items=5, max_length=4, max_epochs=50, patience=3))
     states = []
-    model.fit(sequences, validation=lambda m: (states.append(m.model.state_dict()["norm.weight"].clone()), next(scores))[1],
+    model.fit(sequences,
+              validation=lambda m: (states.append(m.model.state_dict()["norm.weight"].clone()), next(scores))[1],
               progress=False)
     assert len(model.history) == 5  # best at epoch 2, then 3 epochs without improvement
     torch.testing.assert_close(model.model.state_dict()["norm.weight"], states[1])

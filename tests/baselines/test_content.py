@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from processing_unimp.baselines.recommenders import SASRecConfig, SASRecRecommender
 from processing_unimp.baselines.content import ContentSASRec, ContentSASRecConfig, ContentSASRecRecommender
+from processing_unimp.baselines.recommenders import SASRecConfig, SASRecRecommender
 from processing_unimp.benchmark.new_items import new_item_metrics
 from processing_unimp.evaluation.metrics import target_ranks
 

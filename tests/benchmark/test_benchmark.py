@@ -117,7 +117,8 @@ def test_only_recommend_only_runs_batch_by_length(tmp_path):
     from processing_unimp.benchmark.runs import unimp_arguments
 
     def sampling(variant, **overrides):
-        return unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None, **overrides)[2].train_sampling_strategy
+        return unimp_arguments("fashion-shop", variant, tmp_path, "tiny", 1, None,
+                               **overrides)[2].train_sampling_strategy
 
     assert sampling("unimp") == sampling("unimp-no-images") == "group_by_length"
     assert sampling("unimp-multitask") == sampling("unimp", tasks="recommend,search") == "random"
@@ -152,9 +153,11 @@ def test_rating_is_compared_with_the_user_mean_on_the_same_samples(tmp_path):
     assert paired["samples"] == 12 and paired["RMSE"] == pytest.approx(metrics["rating"]["expected_RMSE"])
     assert paired["reference_RMSE"] == pytest.approx(metrics["task_baselines"]["rating: user mean"]["expected_RMSE"])
     script = Path(__file__).resolve().parents[2] / "examples" / "evaluate_rating.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "unimp-ratings"), "--dataset", "movielens-small",
-                             "--users", "12", "--output", str(tmp_path / "rating.json")],
-                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "unimp-ratings"),
+                             "--dataset", "movielens-small", "--users", "12",
+                             "--output", str(tmp_path / "rating.json")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads((tmp_path / "rating.json").read_text())
     assert written["rating"]["vs_reference"] == pytest.approx(paired)

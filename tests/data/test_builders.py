@@ -47,7 +47,8 @@ def write_movielens(directory: Path, extra_rating_lines: list[bytes] = ()) -> Pa
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------------- core
@@ -71,7 +72,8 @@ def test_movielens_builder_format_and_report(tmp_path):
     assert dataset["items"].features == ITEM_FEATURES and dataset["interactions"].features == INTERACTION_FEATURES
     assert dataset["tasks_test"].features == TASK_SAMPLE_FEATURES
     item = dataset["items"][0]
-    assert item["title"] == "Movie 0, The" and item["description"] == "Year: 1990" and item["categories"] == ["Comedy", "Drama"]
+    assert (item["title"] == "Movie 0, The" and item["description"] == "Year: 1990"
+            and item["categories"] == ["Comedy", "Drama"])
     report = json.loads((out / "build_report.json").read_text())
     assert report["skipped"] == {"bad_rating": 1, "duplicate_interaction": 1, "non_utf8": 1}
     assert "no_generate_image_samples" in report["notes"]
@@ -160,10 +162,12 @@ def test_leave_one_out_has_no_leakage(tmp_path):
 
 def test_user_split_gives_disjoint_users(tmp_path):
     config = replace(SMALL, split="user", split_ratios=(0.5, 0.25, 0.25))
-    source = write_movielens(tmp_path / "ml", [f"{u},{i},3.0,{2_000_000 + u * 10 + i}".encode() for u in range(6, 20) for i in range(4)])
+    source = write_movielens(tmp_path / "ml", [f"{u},{i},3.0,{2_000_000 + u * 10 + i}".encode()
+                                               for u in range(6, 20) for i in range(4)])
     dataset = sources.build_movielens(source, config=config)
     users = {s: set(dataset[f"tasks_{s}"]["user_id"]) for s in ("train", "validation", "test")}
-    assert not (users["train"] & users["validation"]) and not (users["train"] & users["test"]) and not (users["validation"] & users["test"])
+    assert (not (users["train"] & users["validation"]) and not (users["train"] & users["test"])
+            and not (users["validation"] & users["test"]))
     assert set(dataset["train"]["user_id"]) == users["train"]
     assert len(users["train"]) == 10 and len(users["validation"]) == len(users["test"]) == 5
 
@@ -175,7 +179,8 @@ def test_task_samples_follow_the_contract(tmp_path):
         assert sample["task"] in ("recommend", "search", "rate_explain", "select")
         if sample["task"] == "select":
             assert len(sample["candidates"]) == 3 and 1 <= len(sample["answer"]) <= 2
-            assert set(sample["answer"]) <= set(sample["candidates"]) and sample["target"]["item_id"] in sample["answer"]
+            assert (set(sample["answer"]) <= set(sample["candidates"])
+                    and sample["target"]["item_id"] in sample["answer"])
             user_items = set(interactions.loc[interactions.user_id == sample["user_id"], "item_id"])
             assert not (set(sample["candidates"]) - set(sample["answer"])) & user_items
         elif sample["task"] == "search":
@@ -191,7 +196,8 @@ def test_task_samples_follow_the_contract(tmp_path):
 def _amazon_fixture(directory: Path, category: str, version: str, offset: int = 0) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     reviews = [json.dumps({"reviewerID": u, "asin": f"{category[:2]}{i}", "overall": r, "unixReviewTime": t + offset,
-                           "reviewText": "Arrived. The fabric is soft and the colour is great. Shipping was slow.", "summary": "Nice"})
+                           "reviewText": "Arrived. The fabric is soft and the colour is great. Shipping was slow.",
+                           "summary": "Nice"})
                for u, i, t, r in events()]
     reviews += ["{not json", json.dumps({"asin": "x", "overall": 5, "unixReviewTime": 1})]  # malformed, no reviewerID
     name = f"reviews_{category}_5.json.gz" if version == "2014" else f"{category}_5.json.gz"
@@ -204,7 +210,8 @@ def _amazon_fixture(directory: Path, category: str, version: str, offset: int = 
                               "categories": [[category, "Sub"]], "imUrl": f"http://img/{k}.jpg"}))
         else:
             meta.append(json.dumps({"asin": f"{category[:2]}i{k}", "title": f"Thing {k}", "price": "$12.99",
-                                    "category": [category, "Sub"], "description": ["Soft.", "Warm."], "imageURLHighRes": []}))
+                                    "category": [category, "Sub"], "description": ["Soft.", "Warm."],
+                                    "imageURLHighRes": []}))
     (directory / f"meta_{category}.json").write_text("\n".join(meta) + "\n")
 
 
@@ -212,7 +219,8 @@ def _amazon_fixture(directory: Path, category: str, version: str, offset: int = 
 def test_amazon_builder_merges_categories(tmp_path, version):
     _amazon_fixture(tmp_path, "Baby", version)
     _amazon_fixture(tmp_path, "Toys_and_Games", version, offset=7)
-    dataset = sources.build_amazon(tmp_path, ["Baby", "Toys_and_Games"], version=version, config=SMALL, output_dir=tmp_path / "out")
+    dataset = sources.build_amazon(tmp_path, ["Baby", "Toys_and_Games"], version=version, config=SMALL,
+                                   output_dir=tmp_path / "out")
     assert dataset["items"].num_rows == 16 and len(set(dataset["interactions"]["user_id"])) == 6
     items = {row["item_id"]: row for row in dataset["items"]}
     assert items["Bai0"]["categories"] == ["Baby", "Sub"] and items["Toi3"]["title"] == "Thing 3"
@@ -223,10 +231,11 @@ def test_amazon_builder_merges_categories(tmp_path, version):
 
 
 def test_amazon2023_local_and_hub(tmp_path, monkeypatch):
-    reviews = [{"user_id": u, "parent_asin": i, "asin": i + "x", "rating": r, "timestamp": t * 1000, "text": "Love it. Great.",
-                "title": "Good"} for u, i, t, r in events()]
-    meta = [{"parent_asin": f"i{k}", "title": f"Item {k}", "main_category": "Beauty", "categories": ["Skin"], "store": "S",
-             "price": None, "images": [{"hi_res": None, "large": f"http://img/{k}.jpg"}]} for k in range(8)]
+    reviews = [{"user_id": u, "parent_asin": i, "asin": i + "x", "rating": r, "timestamp": t * 1000,
+                "text": "Love it. Great.", "title": "Good"} for u, i, t, r in events()]
+    meta = [{"parent_asin": f"i{k}", "title": f"Item {k}", "main_category": "Beauty", "categories": ["Skin"],
+             "store": "S", "price": None, "images": [{"hi_res": None, "large": f"http://img/{k}.jpg"}]}
+            for k in range(8)]
     (tmp_path / "All_Beauty.jsonl").write_text("\n".join(json.dumps(r) for r in reviews))
     (tmp_path / "meta_All_Beauty.jsonl").write_text("\n".join(json.dumps(r) for r in meta))
     local = sources.build_amazon2023(["All_Beauty"], source_dir=tmp_path, config=SMALL)
@@ -271,7 +280,8 @@ def test_hm_builder_keeps_purchase_order_and_flags_bad_images(tmp_path):
         raw["order"] = range(len(raw))
         expected = raw.sort_values(["t_dat", "order"], kind="stable").article_id.tolist()
         assert group.item_id.tolist() == expected
-    assert "generate_image" in set(dataset["tasks_test"]["task"]) and "rate_explain" not in set(dataset["tasks_test"]["task"])
+    assert ("generate_image" in set(dataset["tasks_test"]["task"])
+            and "rate_explain" not in set(dataset["tasks_test"]["task"]))
 
 
 def test_netflix_llmrec_builder(tmp_path):
@@ -283,14 +293,16 @@ def test_netflix_llmrec_builder(tmp_path):
         (test if item == (3 * user + 4) % 8 else train)[user, item] = 1.0
     for name, matrix in (("train_mat", train), ("test_mat", test)):
         (tmp_path / name).write_bytes(pickle.dumps(matrix))
-    (tmp_path / "item_attribute.csv").write_bytes(b"\n".join(f"{k},{2000 + k},Film {k}".encode() for k in range(7)) + b"\n7,NaN,Caf\xe9\n")
+    (tmp_path / "item_attribute.csv").write_bytes(b"\n".join(f"{k},{2000 + k},Film {k}".encode() for k in range(7))
+                                                  + b"\n7,NaN,Caf\xe9\n")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "0.jpg").write_bytes(png())
     dataset = sources.build_netflix(tmp_path, config=SMALL)
     test_items = {row["user_id"]: row["item_id"] for row in dataset["test"]}
     assert test_items == {str(u): str((3 * u + 4) % 8) for u in range(6)}
     items = {row["item_id"]: row for row in dataset["items"]}
-    assert items["7"]["title"] == "Café" and items["3"]["description"] == "Year: 2003" and items["0"]["image"] is not None
+    assert (items["7"]["title"] == "Café" and items["3"]["description"] == "Year: 2003"
+            and items["0"]["image"] is not None)
 
 
 def test_loader_rejects_unknown_names(tmp_path):

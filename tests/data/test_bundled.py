@@ -71,7 +71,8 @@ def test_fashion_shop_generator_is_deterministic(tmp_path):
     build = _script("build_fashion_shop").build
     for out in ("a", "b"):
         build(SHARED, tmp_path / out, num_users=100, num_items=200, seed=3)
-    digest = {out: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / out).rglob("*")) if p.is_file()}
+    digest = {out: {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                    for p in sorted((tmp_path / out).rglob("*")) if p.is_file()}
               for out in ("a", "b")}
     assert digest["a"] == digest["b"]
 

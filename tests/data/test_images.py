@@ -69,7 +69,8 @@ def test_validate_image_bytes():
 
 def test_download_good_broken_missing_flaky_and_slow(server, tmp_path):
     cache = ImageCache(tmp_path / "cache")
-    urls = [f"{server}/good{k}.png" for k in range(5)] + [f"{server}/{n}.png" for n in ("broken", "missing", "flaky", "slow")]
+    urls = ([f"{server}/good{k}.png" for k in range(5)]
+            + [f"{server}/{n}.png" for n in ("broken", "missing", "flaky", "slow")])
     result = download_images(urls, cache, workers=4, timeout=0.3, retries=2, backoff=0.01, progress=False)
     ok = {url for url, path in result.items() if path is not None}
     assert ok == set(urls[:5]) | {f"{server}/flaky.png"}
@@ -104,8 +105,9 @@ def test_builder_drops_and_counts_dead_images(server, tmp_path):
     rows = [(f"u{u}", f"i{(u + k) % 4}", 10 * k + u) for u in range(4) for k in range(3)]
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     report = BuildReport("images")
-    dataset = run_builder("images", items, interactions, report, BuildConfig(min_user_interactions=3, min_item_interactions=2),
-                          raw_records=len(rows), image_cache=ImageCache(tmp_path / "cache"),
-                          download_kwargs={"retries": 0, "progress": False})
+    dataset = run_builder("images", items, interactions, report,
+                          BuildConfig(min_user_interactions=3, min_item_interactions=2), raw_records=len(rows),
+                          image_cache=ImageCache(tmp_path / "cache"), download_kwargs={"retries": 0, "progress": False})
     assert [row["image"] is not None for row in dataset["items"]] == [True, False, False, False]
-    assert report.skipped["image_dead_or_corrupt"] == 2 and report.examples["image_dead_or_corrupt"] == ["item_id=i1", "item_id=i2"]
+    assert (report.skipped["image_dead_or_corrupt"] == 2
+            and report.examples["image_dead_or_corrupt"] == ["item_id=i1", "item_id=i2"])

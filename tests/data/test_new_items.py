@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from processing_unimp.baselines.recommenders import ContentRecommender, PopularityRecommender, content_vectors
+from processing_unimp.benchmark.new_items import new_item_metrics
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.config import BuildConfig
 from processing_unimp.data.splits import NewItemSplit, _without_new_items, new_item_split
-from processing_unimp.baselines.recommenders import ContentRecommender, PopularityRecommender, content_vectors
-from processing_unimp.benchmark.new_items import new_item_metrics
 from processing_unimp.evaluation.protocol import LeaveOneOut, scorer_ranks
 
 # movielens-small's build config, recommend samples only (the other tasks draw random numbers, not new items)

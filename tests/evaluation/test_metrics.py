@@ -36,7 +36,8 @@ def test_text_metrics_are_the_libraries_published_figures_use():
     """sacrebleu corpus BLEU (13a tokens, exp smoothing) and rouge-score F1 with stemming, pinned on known pairs."""
     assert text_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])["BLEU-4"] == pytest.approx(1.0)
     # p1..p4 = 6/7, 5/6, 4/5, 3/4; the hypothesis is longer, so no brevity penalty.
-    assert text_metrics(["the cat sat on the mat today"], ["the cat sat on the mat"])["BLEU-4"] == pytest.approx((3 / 7) ** 0.25)
+    assert (text_metrics(["the cat sat on the mat today"], ["the cat sat on the mat"])["BLEU-4"]
+            == pytest.approx((3 / 7) ** 0.25))
     short = text_metrics(["the cat"], ["the cat sat on"])
     assert short["BLEU-1"] == pytest.approx(math.exp(-1)) and short["ROUGE-1"] == pytest.approx(2 / 3)
     scores = text_metrics(["a b c d"], ["a c d e"])
@@ -52,7 +53,8 @@ def test_nan_scores_rank_last_and_exclusion_never_removes_the_target():
     scores = torch.tensor([[float("nan")] * 4, [0.1, float("nan"), 0.3, 0.2]])
     assert target_ranks(scores, torch.tensor([0, 3])).tolist() == [4, 2]
     exclude = torch.tensor([[True, True, False, False], [False, False, True, True]])
-    assert target_ranks(torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.0, 0.1, 0.9, 0.5]]), torch.tensor([1, 3]), exclude).tolist() == [1, 1]
+    assert target_ranks(torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.0, 0.1, 0.9, 0.5]]), torch.tensor([1, 3]),
+                        exclude).tolist() == [1, 1]
     assert ranking_metrics(torch.tensor([1, 1]))["NDCG@10_se"] == 0.0
 
 
@@ -82,5 +84,6 @@ def test_paired_rmse_difference_is_the_gap_with_its_bootstrap_noise():
     better = paired_rmse_difference(truth + 0.5, truth + torch.tensor([1.0, -1.0]).repeat(100), truth)
     assert better["RMSE"] == pytest.approx(0.5) and better["reference_RMSE"] == pytest.approx(1.0)
     assert better["RMSE_difference"] == pytest.approx(-0.5) and better["RMSE_difference_high"] < 0
-    noisy = paired_rmse_difference(truth + torch.randn(200, generator=torch.Generator().manual_seed(0)), truth + 1, truth)
+    noisy = paired_rmse_difference(truth + torch.randn(200, generator=torch.Generator().manual_seed(0)), truth + 1,
+                                   truth)
     assert noisy["RMSE_difference_se"] > 0 and noisy["RMSE_difference_low"] < noisy["RMSE_difference_high"]

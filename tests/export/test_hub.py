@@ -1,4 +1,4 @@
-"""examples/export_hub.py: a self-contained Hub folder that loads and runs where the UniMP packages are not importable."""
+"""examples/export_hub.py: a self-contained Hub folder that loads and runs without the UniMP packages importable."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from processing_unimp.export import hub as export_hub
 
 RESULTS = {"datasets": {"fashion-shop": {"protocol": "leave-one-out, full ranking", "models": {
     "unimp": {"HR@10": 0.1234, "NDCG@10": 0.0567, "train_seconds": 12.5, "rating": {"expected_RMSE": 1.1}},
-    "sasrec": {"HR@10": 0.1, "NDCG@10": 0.05}, "popularity": {"HR@10": 0.02}}}}}  # fmt: skip
+    "sasrec": {"HR@10": 0.1, "NDCG@10": 0.05}, "popularity": {"HR@10": 0.02}}}}}
 CALLS = [  # keyword arguments of the pipeline; `inputs` is its first argument
     {"history": ["A1", "B2"], "task": "recommend", "top_k": 5},
     {"history": ["A1", "B2"], "task": "recommend", "top_k": 3, "exclude_seen": True},
@@ -60,9 +60,9 @@ def exported(trained_model_dir, tmp_path_factory) -> Path:
 def test_export_is_a_flat_self_contained_folder(exported):
     files = set(os.listdir(exported))
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json", "tokenizer.json",
-            "item_catalogue.parquet", "README.md", "handler.py", "image_tokenizer"} <= files  # fmt: skip
+            "item_catalogue.parquet", "README.md", "handler.py", "image_tokenizer"} <= files
     assert {"configuration_unimp.py", "modeling_unimp.py", "processing_unimp.py", "pipeline_unimp.py",
-            "ranking_unimp.py", "generation_unimp.py"} <= files  # fmt: skip
+            "ranking_unimp.py", "generation_unimp.py"} <= files
     # exactly the shipped layer: no dataset builder, trainer, metric or other offline tooling file
     assert {p.name for p in exported.glob("*.py")} == {p.name for p in export_hub.code_files()}
     assert not {"builders.py", "trainer.py", "metrics.py", "baselines.py", "__init__.py"} & files
@@ -126,7 +126,7 @@ def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, cap
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main(["--model", str(trained_model_dir), "--output", str(output), "--card", "unimp-3b",
-                 "--push-to-hub", "org/unimp-3b-test", "--private", "--overwrite"])  # fmt: skip
+                 "--push-to-hub", "org/unimp-3b-test", "--private", "--overwrite"])
     assert not (output / "stale.txt").exists() and (output / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     assert calls == [
@@ -134,7 +134,7 @@ def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, cap
         ("create_repo", "org/unimp-3b-test", {"repo_type": "model", "private": True, "exist_ok": True}),
         ("upload_folder", {"repo_id": "org/unimp-3b-test", "folder_path": str(output), "repo_type": "model",
                            "commit_message": "Upload UniMP export (examples/export_hub.py)"}),
-    ]  # fmt: skip
+    ]
     card = ModelCard.load(output / "README.md")
     assert "## Status" in card.text and 'model="org/unimp-3b-test"' in card.text and card.data.eval_results is None
     assert "Pushed: https://huggingface.co/org/unimp-3b-test/commit/0" in capsys.readouterr().out

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = {"datasets": {
     "fashion-shop": {"protocol": "leave-one-out", "models": {"unimp": {"HR@10": 0.25, "NDCG@10": 0.125},
                                                              "popularity": {"HR@10": 0.008}}},
-    "movielens-small": {"protocol": "leave-one-out", "models": {"unimp": {"HR@10": 0.0179}}}}}  # fmt: skip
+    "movielens-small": {"protocol": "leave-one-out", "models": {"unimp": {"HR@10": 0.0179}}}}}
 
 
 def _script():
@@ -33,7 +33,7 @@ def test_export_with_a_space_folder_next_to_it(trained_model_dir, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
     _script().main(["--model", str(trained_model_dir), "--output", str(tmp_path / "hub"),
                     "--space", str(tmp_path / "space"), "--results", str(tmp_path / "results.json"),
-                    "--dataset", "fashion-shop", "--name", "unimp-tiny-fashion-shop"])  # fmt: skip
+                    "--dataset", "fashion-shop", "--name", "unimp-tiny-fashion-shop"])
     space = tmp_path / "space"
     assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "demo_config.json", "requirements.txt"]
     for name in export_space.SPACE_FILES:  # as they are in examples/space/
@@ -67,7 +67,7 @@ def test_export_with_a_space_folder_next_to_it(trained_model_dir, tmp_path):
 
 def test_a_pushed_model_and_space_link_each_other(trained_model_dir, tmp_path):
     export_hub.export(trained_model_dir, tmp_path / "hub", repo_id="org/unimp-tiny", space_dir=tmp_path / "space",
-                      space_repo="org/unimp-tiny-demo")  # fmt: skip
+                      space_repo="org/unimp-tiny-demo")
     card = ModelCard.load(tmp_path / "hub" / "README.md")
     assert "[org/unimp-tiny-demo](https://huggingface.co/spaces/org/unimp-tiny-demo)" in card.text
     assert json.loads((tmp_path / "space" / "demo_config.json").read_text())["model"] == "org/unimp-tiny"
@@ -108,7 +108,7 @@ def test_push_space(tmp_path, monkeypatch, fake_hf_api):
     monkeypatch.setattr(export_space, "HfApi", fake)
     assert export_space.push_space(tmp_path, "org/demo").endswith("/commit/0")
     assert calls[1] == ("create_repo", "org/demo", {"repo_type": "space", "space_sdk": "gradio", "private": False,
-                                                    "exist_ok": True})  # fmt: skip
+                                                    "exist_ok": True})
     assert calls[2][1]["repo_type"] == "space" and calls[2][1]["folder_path"] == str(tmp_path)
     with pytest.raises(SystemExit):
         _script().parse_args(["--model", "m", "--output", "o", "--push-space", "org/demo"])

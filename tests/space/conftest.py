@@ -17,13 +17,13 @@ from processing_unimp.export import space as export_space
 from processing_unimp.training.initialisation import unimp_for_processor
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 170, 70), "black": (20, 20, 20),
-           "white": (245, 245, 245), "yellow": (240, 210, 40)}  # fmt: skip
+           "white": (245, 245, 245), "yellow": (240, 210, 40)}
 KINDS = ("shirt", "shoes", "hat", "bag")
 TEST_USERS = [
     {"user_id": "u1", "history": [{"item_id": "i00", "rating": 5.0, "explanation": "Bright and soft"},
                                   {"item_id": "i05", "rating": 4.0}], "target": "i09"},
     {"user_id": "u2", "history": [{"item_id": "i12"}, {"item_id": "i13"}, {"item_id": "i20"}], "target": "i03"},
-]  # fmt: skip
+]
 
 
 def _picture(colour: tuple[int, int, int], kind: int) -> Image.Image:
@@ -49,7 +49,7 @@ def catalogue() -> list[dict]:
                 "image": _picture(COLOURS[colour], kind),
             }
         )
-    return items  # fmt: skip
+    return items
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def space_export(tmp_path_factory) -> dict[str, Path]:
     samples = [{"task": "recommend", "history": ["i00", "i05"], "target": {"item_id": "i09"}},
                {"task": "search", "history": ["i12"], "query": "red hat", "target": {"item_id": "i12"}},
                {"task": "rate_explain", "history": [{"item_id": "i00", "rating": 5, "explanation": "Bright"}],
-                "target": {"item_id": "i01", "rating": 3, "explanation": "Too plain"}}]  # fmt: skip
+                "target": {"item_id": "i01", "rating": 3, "explanation": "Too plain"}}]
     batch = processor(samples, padding_side="right")
     inputs = {key: value for key, value in batch.items() if key not in ("token_kinds", "task_ids")}
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -79,10 +79,10 @@ def space_export(tmp_path_factory) -> dict[str, Path]:
         block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         layers_per_block=1, latent_channels=4, num_vq_embeddings=4, vq_embed_dim=4, sample_size=8, norm_num_groups=4,
-    ).save_pretrained(trained / "image_tokenizer")  # fmt: skip
+    ).save_pretrained(trained / "image_tokenizer")
     hub = export_hub.export(trained, root / "hub", name="unimp-space-test")
     space = export_space.write_space(root / "space", export_space.relative_path(hub, root / "space"),
-                                     "unimp-space-test", TEST_USERS)  # fmt: skip
+                                     "unimp-space-test", TEST_USERS)
     return {"hub": hub, "space": space, "model": trained}
 
 

@@ -38,7 +38,7 @@ def test_a_person_builds_a_history_and_gets_ten_recommendations(demo):
     text = demo.add_items(text, ["i12", "i00"])  # a repeated item moves to the end
     assert text == "i05, i12, i00"
     assert [card[1] for card in demo.show_history(text, "u1")] == [
-        "Yellow shirt · i05 · rated 4", "Red hat · i12", "Red shirt · i00 · rated 5"]  # fmt: skip
+        "Yellow shirt · i05 · rated 4", "Red hat · i12", "Red shirt · i00 · rated 5"]
     page = demo.catalogue_page("red")
     assert [label for _, label in page] == ["Red shirt · i00", "Red shoes · i06", "Red hat · i12", "Red bag · i18"]
     text = demo.add_from_catalogue("red", text, gr.SelectData(None, {"index": 1, "value": None}))
@@ -49,7 +49,7 @@ def test_a_person_builds_a_history_and_gets_ten_recommendations(demo):
     assert [int(rank) for rank, *_ in ranked] == list(range(1, 11))
     captions = [re.fullmatch(r"(\d+)\. (.+) \(([\d.]+)\)( ★)?", caption).groups() for _, caption in cards]
     assert [(r, title, mark is not None) for r, title, _, mark in captions] == [
-        (r, t.replace(" ★ held-out next item", ""), "★" in t) for r, _, t, _ in ranked]  # fmt: skip
+        (r, t.replace(" ★ held-out next item", ""), "★" in t) for r, _, t, _ in ranked]
     # The caption rounds the score to 3 decimals, the table to 4: they agree to the caption's precision.
     assert all(abs(float(c[2]) - float(p)) <= 0.00051 for c, (*_, p) in zip(captions, ranked))
     scores = [float(score) for *_, score in ranked]

@@ -22,7 +22,7 @@ import pytest
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1700")  # fmt: skip
+                  "--window-size=1400,1700")
 START_LIMIT_S = 60
 WAIT_S = 60
 
@@ -54,7 +54,7 @@ def app_url(space_export, tmp_path_factory):
     port = _free_port()
     logs = tmp_path_factory.mktemp("app-logs") / "app.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
-           "HF_MODULES_CACHE": str(tmp_path_factory.mktemp("modules"))}  # fmt: skip
+           "HF_MODULES_CACHE": str(tmp_path_factory.mktemp("modules"))}
     env.pop("PYTHONPATH", None)  # the app needs no UniMP package: its code comes with the model
     started = time.perf_counter()
     with logs.open("w") as log:
@@ -127,7 +127,7 @@ def _choose(driver, dropdown: str, typed: str, option: str) -> None:
     box.click()
     box.send_keys(typed)
     choice = _wait(driver, lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li")
-                                      if o.text.strip() == option], f"the option {option!r}")  # fmt: skip
+                                      if o.text.strip() == option], f"the option {option!r}")
     choice[0].click()
 
 
@@ -142,7 +142,7 @@ def test_a_person_builds_a_history_and_sees_ten_recommendations(browser, tmp_pat
     assert browser.find_element(By.CSS_SELECTOR, "#history textarea").get_attribute("value") == "i00, i14"
     browser.find_element(By.ID, "recommend").click()
     cards = _wait(browser, lambda d: len(found := _loaded_images(d, "recommendations")) == 10 and found,
-                  "ten recommended item cards with pictures")  # fmt: skip
+                  "ten recommended item cards with pictures")
     captions = [card.get_attribute("alt") for card in cards]
     assert [caption.split(".")[0] for caption in captions] == [str(rank) for rank in range(1, 11)], captions
     table = browser.find_element(By.ID, "recommendations-table").text
@@ -156,11 +156,11 @@ def test_generated_images_appear_beside_the_retrieved_items(browser, tmp_path):
 
     browser.find_element(By.XPATH, "//button[@role='tab' and normalize-space()='Generate images']").click()
     query = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#generate-query textarea, #generate-query input"),
-                  "the generate tab")  # fmt: skip
+                  "the generate tab")
     query.send_keys("red hat")
     browser.find_element(By.ID, "generate").click()
     _wait(browser, lambda d: len(_loaded_images(d, "generated")) == 4 and len(_loaded_images(d, "retrieved")) == 5,
-          "four generated images and five retrieved items")  # fmt: skip
+          "four generated images and five retrieved items")
     _screenshot(browser, tmp_path / "generated_images.png")
 
 

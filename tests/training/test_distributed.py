@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--model-preset", "tiny", "--dataset", "fashion-shop", "--max-steps", "4", "--logging-steps", "1",
         "--eval-steps", "2", "--save-steps", "2", "--max-eval-users", "30", "--max-test-users", "30",
         "--max-eval-loss-samples", "8", "--metric-for-best-model", "loss", "--greater-is-better", "True",
-        "--save-total-limit", "2", "--tasks", "recommend,search,rate_explain,select"]  # fmt: skip
+        "--save-total-limit", "2", "--tasks", "recommend,search,rate_explain,select"]
 NOT_DISTRIBUTED = "parallel_mode != ParallelMode.DISTRIBUTED"
 BEST_NOT_FOUND = "Could not locate the best model"
 
@@ -38,9 +38,9 @@ def _free_port() -> int:
 def train(output: Path, config: str, processes: int, batch_size: int) -> str:
     """Run examples/train.py under `accelerate launch`; the global batch is 4 (train) and 8 (validation loss)."""
     launcher = ["--config_file", str(ROOT / "examples/accelerate" / config), "--num_processes", str(processes),
-                "--mixed_precision", "no", "--main_process_port", str(_free_port())]  # fmt: skip
+                "--mixed_precision", "no", "--main_process_port", str(_free_port())]
     script = [str(ROOT / "examples/train.py"), *ARGS, "--per-device-train-batch-size", str(batch_size),
-              "--per-device-eval-batch-size", str(2 * batch_size), "--output-dir", str(output)]  # fmt: skip
+              "--per-device-eval-batch-size", str(2 * batch_size), "--output-dir", str(output)]
     command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, *script]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -139,8 +139,9 @@ def test_packed_ratings_make_every_train_rating_a_target_at_the_rate_prompts_pos
         counted = Counter()
         for encoding in packed:
             assert len(encoding["input_ids"]) <= 60 and encoding["task_id"] == TASKS.index("rate_explain")
-            counted.update((encoding["user_id"], rating_of[label]) for label, kind in
-                           zip(encoding["labels"], encoding["token_kinds"]) if label in rating_of and kind == RECONSTRUCTION)
+            counted.update((encoding["user_id"], rating_of[label])
+                           for label, kind in zip(encoding["labels"], encoding["token_kinds"])
+                           if label in rating_of and kind == RECONSTRUCTION)
         assert counted == expected
 
     def explanation_tokens(packed):  # supervised tokens that are no rating

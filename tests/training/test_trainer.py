@@ -40,7 +40,8 @@ def test_loss_matches_hand_computation():
 def test_loss_from_logits_at_labels_only_equals_the_full_loss():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 7, 11, generator=generator)
-    labels = torch.randint(0, 11, (3, 7), generator=generator).masked_fill(torch.rand(3, 7, generator=generator) < 0.5, -100)
+    labels = torch.randint(0, 11, (3, 7), generator=generator).masked_fill(torch.rand(3, 7, generator=generator) < 0.5,
+                                                                          -100)
     kinds = torch.where(labels == -100, 0, torch.randint(1, 3, (3, 7), generator=generator))
     tasks = torch.tensor([0, 2, 1])
     options = {"gamma": 2.0, "context_weight": 0.3, "task_weights": torch.tensor([2.0, 1.0, 0.5, 1.0, 1.0]),
@@ -183,7 +184,9 @@ def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path
         model.config.freeze_vision_tower = True
         model.apply_trainable_policy()
         calls = []
-        model.vision_tower.register_forward_hook(lambda module, args, out, calls=calls: calls.append(len(out.last_hidden_state)))
+        model.vision_tower.register_forward_hook(
+            lambda module, args, out, calls=calls: calls.append(len(out.last_hidden_state))
+        )
         args = trainer_args(tmp_path / str(cache), max_steps=2, per_device_train_batch_size=2, logging_strategy="steps",
                             logging_steps=1, cache_image_features=cache)
         trainer = UniMPTrainer(model=model, args=args, train_dataset=samples)
