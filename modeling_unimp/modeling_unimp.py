@@ -366,13 +366,15 @@ class UniMPItemContent(nn.Module):
         return lookup[input_ids]
 
     @torch.no_grad()
-    def grow(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor) -> None:
-        """Append items (their token ids, padded text ids, pooled image features) with zero residuals."""
+    def grow(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
+             residual_std: float = 0.0) -> None:
+        """Append items (their token ids, padded text ids, pooled image features); their residuals start at
+        N(0, residual_std), zero (content alone) for items added after training."""
         self.token_ids = torch.cat([self.token_ids, token_ids.to(self.token_ids)])
         self.text_ids = torch.cat([self.text_ids, text_ids.to(self.text_ids)])
         self.image_features = torch.cat([self.image_features, image_features.to(self.image_features)])
-        self.residual = nn.Parameter(torch.cat([self.residual, self.residual.new_zeros(len(token_ids), self.residual.shape[1])]),
-                                     requires_grad=self.residual.requires_grad)
+        added = self.residual.new_zeros(len(token_ids), self.residual.shape[1]).normal_(0.0, residual_std)
+        self.residual = nn.Parameter(torch.cat([self.residual, added]), requires_grad=self.residual.requires_grad)
 
 
 class UniMPPreTrainedModel(PreTrainedModel):
@@ -787,16 +789,17 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         grid = features.transpose(1, 2).reshape(len(features), -1, side, side)
         return F.adaptive_avg_pool2d(grid, self.config.item_image_grid).flatten(1).float()
 
-    def add_item_content(self, token_ids: torch.Tensor, text_ids: torch.Tensor,
-                         image_features: torch.Tensor) -> None:
+    def add_item_content(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
+                         residual_std: float = 0.0) -> None:
         """Append items to the content table (token ids `(n,)`, text ids `(n, L)` padded with -1, pooled image
-        features `(n, F)`, zeros where an item has no image); their residuals start at zero."""
+        features `(n, F)`, zeros where an item has no image). Their residuals start at N(0, residual_std): random
+        for items about to be trained (as free rows start), zero for items added after training."""
         if self.item_content is None:
             raise ValueError("This model has free item rows (config.item_rows='free'): it has no content table.")
         known = set(self.item_content.token_ids.tolist()) & set(token_ids.tolist())
         if known:
             raise ValueError(f"Item tokens {sorted(known)[:5]} already have content rows.")
-        self.item_content.grow(token_ids, text_ids, image_features)
+        self.item_content.grow(token_ids, text_ids, image_features, residual_std)
         self.config.num_content_items = len(self.item_content.token_ids)
         self.apply_trainable_policy()
 

@@ -58,7 +58,8 @@ def fill_item_content(model, processor) -> int:
     and an empty table); returns how many."""
     items = [_attributes(processor, item_id) for item_id in processor.item_ids]
     text_ids, features = content_inputs(model, processor, items)
-    model.add_item_content(torch.tensor(processor.item_token_ids), text_ids, features)
+    model.add_item_content(torch.tensor(processor.item_token_ids), text_ids, features,
+                           residual_std=model.config.initializer_range)
     return len(items)
 
 

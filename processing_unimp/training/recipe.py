@@ -16,6 +16,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from processing_unimp.content_unimp import CONTENT_FIELDS, fill_item_content
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from processing_unimp.processing_unimp import UniMPProcessor
@@ -97,6 +98,15 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "Dropout on the LM's attention probabilities while training (from-scratch presets only)."},
     )
+    item_rows: str = field(
+        default="free",
+        metadata={"help": "free (a free embedding row per item token, started from content) or content (rows computed "
+                          "from the item's text and image features plus a residual: items added after training are "
+                          "ranked from content; needs a frozen vision tower)."},
+    )
+    item_residual_dropout: float = field(
+        default=0.5, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
+                                       "in a training step, so that content alone must rank."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -202,6 +212,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
         rating_max=max(ratings),
         rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
         codebook_size=codebook_size,
+        tokenizer_fields=CONTENT_FIELDS if model_args.item_rows == "content" else None,
     )
 
 
@@ -230,11 +241,14 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         model = unimp_for_processor(
             model_args.model_preset, processor, answer_media=answer_media,
             text_conditioned_queries=model_args.text_conditioned_queries, hidden_dropout=model_args.hidden_dropout,
-            text_config={"attention_dropout": model_args.attention_dropout}, **frozen,
+            text_config={"attention_dropout": model_args.attention_dropout}, item_rows=model_args.item_rows,
+            item_residual_dropout=model_args.item_residual_dropout, **frozen,
         )
     if model_args.embedding_dropout is not None:
         model.config.embedding_dropout = model_args.embedding_dropout
-    if not model_args.model_name_or_path:
+    if model.config.item_rows == "content" and not model_args.model_name_or_path:
+        fill_item_content(model, processor)
+    elif not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if (fields or model_args.item_init_image_weight or model_args.item_init_noise
                 or model_args.item_init_interaction_weight):
