@@ -147,6 +147,14 @@ class UniMPConfig(PreTrainedConfig):
         train_new_token_rows: train the embedding (and output) rows at index >= `base_vocab_size` even when the
             language model is frozen.
         base_vocab_size: vocabulary size of the language model before UniMP's tokens were added.
+        item_rows: how an item token's input and output rows are made: `"free"` (a free embedding row each) or
+            `"content"` (computed from the item's content: a projection of the mean of the LM's rows of its text
+            tokens and of its pooled vision features, plus a per-item residual; an item added after training gets
+            a row on the same scale as trained ones, see `UniMPItemContent`).
+        num_content_items, item_text_length, item_image_grid: the content table's shape: items, text tokens kept
+            per item, and the side of the grid the patch features are pooled to.
+        item_residual_dropout: probability that an item's residual is dropped whole in a training step, so that
+            content alone must rank.
     """
 
     model_type = "unimp"
@@ -180,6 +188,11 @@ class UniMPConfig(PreTrainedConfig):
     base_vocab_size: int | None = None
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
+    item_rows: Literal["free", "content"] = "free"
+    num_content_items: int = 0
+    item_text_length: int = 24
+    item_image_grid: int = 2
+    item_residual_dropout: float = 0.5
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
@@ -319,6 +324,60 @@ def build_media_attention_mask(
     return mask
 
 
+class UniMPItemContent(nn.Module):
+    """Item-token rows computed from content: projections of the item's text (the mean of the LM's own rows of its
+    text tokens) and of its pooled vision features, plus a per-item residual that training drops whole.
+
+    Items with similar content get similar rows, so sparse items borrow from their neighbours, and an item added
+    after training (`add_items`) gets a row on the same scale as trained ones without retraining.
+    """
+
+    def __init__(self, config: UniMPConfig):
+        super().__init__()
+        hidden, vision = config.text_config.hidden_size, config.vision_config.hidden_size
+        items, image_dim = config.num_content_items, config.item_image_grid**2 * vision
+        self.residual_dropout = config.item_residual_dropout
+        self.register_buffer("token_ids", torch.zeros(items, dtype=torch.long))
+        self.register_buffer("text_ids", torch.full((items, config.item_text_length), -1, dtype=torch.long))
+        self.register_buffer("image_features", torch.zeros(items, image_dim))
+        self.text_projection = nn.Linear(hidden, hidden, bias=False)
+        self.image_projection = nn.Linear(image_dim, hidden, bias=False)
+        self.residual = nn.Parameter(torch.zeros(items, hidden))
+
+    def rows(self, word_rows: torch.Tensor) -> torch.Tensor:
+        """`(num_items, hidden)` rows from the LM's current input-embedding matrix `word_rows`."""
+        present = (self.text_ids >= 0).unsqueeze(-1).to(word_rows.dtype)
+        words = word_rows[self.text_ids.clamp(min=0)] * present
+        text = words.sum(1) / present.sum(1).clamp(min=1)
+        text = F.layer_norm(text, text.shape[-1:]) * present.amax(1)
+        has_image = self.image_features.abs().sum(-1, keepdim=True) > 0
+        image = F.layer_norm(self.image_features, self.image_features.shape[-1:]) * has_image
+        residual = self.residual
+        if self.training and self.residual_dropout:
+            keep = torch.ones(residual.shape[0], 1, device=residual.device, dtype=residual.dtype)
+            residual = residual * F.dropout(keep, self.residual_dropout)
+        return self.text_projection(text.to(self.text_projection.weight.dtype)) + self.image_projection(
+            image.to(self.image_projection.weight.dtype)
+        ) + residual
+
+    def positions(self, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """Per token, the index of its item in the content table, or -1 for any other token."""
+        lookup = torch.full((vocab_size,), -1, dtype=torch.long, device=input_ids.device)
+        lookup[self.token_ids] = torch.arange(len(self.token_ids), device=input_ids.device)
+        return lookup[input_ids]
+
+    @torch.no_grad()
+    def grow(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
+             residual_std: float = 0.0) -> None:
+        """Append items (their token ids, padded text ids, pooled image features); their residuals start at
+        N(0, residual_std), zero (content alone) for items added after training."""
+        self.token_ids = torch.cat([self.token_ids, token_ids.to(self.token_ids)])
+        self.text_ids = torch.cat([self.text_ids, text_ids.to(self.text_ids)])
+        self.image_features = torch.cat([self.image_features, image_features.to(self.image_features)])
+        added = self.residual.new_zeros(len(token_ids), self.residual.shape[1]).normal_(0.0, residual_std)
+        self.residual = nn.Parameter(torch.cat([self.residual, added]), requires_grad=self.residual.requires_grad)
+
+
 class UniMPPreTrainedModel(PreTrainedModel):
     config_class = UniMPConfig
     # The wrapped causal LM is the body that text runs through (UniMP has no headless base model of its own).
@@ -341,6 +400,8 @@ class UniMPPreTrainedModel(PreTrainedModel):
             init.zeros_(module.ff_gate)
         elif isinstance(module, UniMPPerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=1.0)
+        elif isinstance(module, UniMPItemContent):
+            init.zeros_(module.residual)
         elif (sub_model := self._sub_model_owning(module)) is not None:
             sub_model._init_weights(module)
         elif isinstance(module, nn.Linear):
@@ -383,6 +444,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         # One config object for the LM and the composite: resizing or attention switches update both.
         config.text_config = self.language_model.config
         self.vocab_size = config.text_config.vocab_size
+        self.item_content = UniMPItemContent(config) if config.item_rows == "content" else None
         self.post_init()
         # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
         tied = self.language_model.all_tied_weights_keys
@@ -432,6 +494,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 module.requires_grad_(False)
         self.language_model.requires_grad_(not self.config.freeze_language_model)
         self.resampler.requires_grad_(True)
+        if self.item_content is not None:
+            self.item_content.requires_grad_(True)
         for module in self.language_model.modules():
             if isinstance(module, UniMPGatedCrossAttentionBlock):
                 module.requires_grad_(True)
@@ -689,17 +753,17 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         if position_ids is None and attention_mask is not None:
             # Left padding: positions count real tokens only, as in one-by-one runs.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-        outputs = self.language_model(
-            input_ids=None if inputs_embeds is not None else input_ids,
-            inputs_embeds=inputs_embeds,
+
+        outputs = self._language_model(
+            input_ids,
+            inputs_embeds,
+            logits_to_keep,
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
             media_latents=media_latents,
             media_attention_mask=media_attention_mask,
-            return_dict=True,
             **kwargs,
         )
         loss = None
@@ -716,6 +780,50 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             image_outputs=image_outputs,
             media_latents=media_latents,
         )
+
+    def _language_model(self, input_ids, inputs_embeds, logits_to_keep, **kwargs) -> CausalLMOutputWithPast:
+        """Run the LM; with content item rows, item tokens read and are scored by `UniMPItemContent.rows`."""
+        if self.item_content is None:
+            return self.language_model(
+                input_ids=None if inputs_embeds is not None else input_ids, inputs_embeds=inputs_embeds,
+                logits_to_keep=logits_to_keep, return_dict=True, **kwargs,
+            )
+        embeddings = self.get_input_embeddings()
+        rows = self.item_content.rows(embeddings.weight)
+        inputs_embeds = embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        position = self.item_content.positions(input_ids, embeddings.weight.shape[0])
+        item_embeds = rows[position.clamp(min=0)].to(inputs_embeds.dtype)
+        inputs_embeds = torch.where((position >= 0).unsqueeze(-1), item_embeds, inputs_embeds)
+        outputs = self.language_model.get_decoder()(inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
+        hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.get_output_embeddings()(hidden)
+        item_logits = (hidden @ rows.to(hidden.dtype).T).to(logits.dtype)
+        logits = logits.index_copy(-1, self.item_content.token_ids, item_logits)
+        return CausalLMOutputWithPast(logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions)
+
+    # ----- content item rows ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(n, grid * grid * D)` pooled vision features of `n` item images `(n, 3, H, W)`: the content table's."""
+        features = self.get_image_features(pixel_values[None]).last_hidden_state[0]
+        side = int(features.shape[1] ** 0.5)
+        grid = features.transpose(1, 2).reshape(len(features), -1, side, side)
+        return F.adaptive_avg_pool2d(grid, self.config.item_image_grid).flatten(1).float()
+
+    def add_item_content(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
+                         residual_std: float = 0.0) -> None:
+        """Append items to the content table (token ids `(n,)`, text ids `(n, L)` padded with -1, pooled image
+        features `(n, F)`, zeros where an item has no image). Their residuals start at N(0, residual_std): random
+        for items about to be trained (as free rows start), zero for items added after training."""
+        if self.item_content is None:
+            raise ValueError("This model has free item rows (config.item_rows='free'): it has no content table.")
+        known = set(self.item_content.token_ids.tolist()) & set(token_ids.tolist())
+        if known:
+            raise ValueError(f"Item tokens {sorted(known)[:5]} already have content rows.")
+        self.item_content.grow(token_ids, text_ids, image_features, residual_std)
+        self.config.num_content_items = len(self.item_content.token_ids)
+        self.apply_trainable_policy()
 
     # ----- generation -------------------------------------------------------------------------------------------------
     def _prepare_model_inputs(self, *args, **kwargs) -> tuple[torch.Tensor, str | None, dict[str, Any]]:

@@ -188,17 +188,20 @@ class UniMPProcessor(ProcessorMixin):
         seed: int = 0,
         vocab_size: int = 4096,
         image_size: int = 224,
+        tokenizer_fields: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> UniMPProcessor:
         """Build a processor for a catalogue: seeded shuffled item tokens, and by default a BPE tokenizer
-        trained on the catalogue's text and a CLIP-style image processor of `image_size` pixels."""
+        trained on the catalogue's text (of `tokenizer_fields`, default the chunks' `item_fields`) and a CLIP-style
+        image processor of `image_size` pixels."""
         catalogue = items if isinstance(items, ItemCatalogue) else ItemCatalogue(items)
         fields = kwargs.get("item_fields", DEFAULT_ITEM_FIELDS)
         if tokenizer is None:
             # Template words and field labels occur in every sample: weigh them like one occurrence per item.
             labels = [f"{_field_label(field)}:" for field in fields]
             fixed = [*TEMPLATE_TEXTS, *labels] * len(catalogue)
-            tokenizer = train_tokenizer(itertools.chain(catalogue.texts(fields), fixed), vocab_size=vocab_size)
+            texts = catalogue.texts(fields if tokenizer_fields is None else tokenizer_fields)
+            tokenizer = train_tokenizer(itertools.chain(texts, fixed), vocab_size=vocab_size)
         if image_processor is None:
             image_processor = make_image_processor(image_size)
         item_ids = shuffled_item_ids(catalogue.item_ids, seed)

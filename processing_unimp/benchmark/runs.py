@@ -51,6 +51,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the recipe before length-grouped batches (and the order every ablation row up to it was measured with)
     "unimp-random-order": ({}, {"train_sampling_strategy": "random"}),
     "unimp-no-images": ({"use_images": False}, {}),
+    # item rows computed from content (text words + frozen vision features + a residual dropped whole)
+    "unimp-content": ({"item_rows": "content", "freeze_vision_tower": True}, {}),
+    "unimp-content-residual-0.2": ({"item_rows": "content", "freeze_vision_tower": True,
+                                    "item_residual_dropout": 0.2}, {}),
+    "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),

@@ -20,6 +20,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
+from processing_unimp.content_unimp import CONTENT_FIELDS, fill_item_content
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.evaluation.protocol import recommend_samples
 from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
@@ -89,6 +90,15 @@ class ModelArguments:
                           "and drops the noise of the smallest factors (movielens-small: rank 32 or 64 trains to a "
                           "higher validation score than 256; README, 'Training recipe')."},
     )
+    item_rows: str = field(
+        default="free",
+        metadata={"help": "free (a free embedding row per item token, started from content) or content (rows computed "
+                          "from the item's text and image features plus a residual: items added after training are "
+                          "ranked from content; needs a frozen vision tower)."},
+    )
+    item_residual_dropout: float = field(
+        default=0.5, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
+                                       "in a training step, so that content alone must rank."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -232,6 +242,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
         rating_max=max(ratings),
         rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
         codebook_size=codebook_size,
+        tokenizer_fields=CONTENT_FIELDS if model_args.item_rows == "content" else None,
     )
 
 
@@ -253,8 +264,11 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
     else:
         frozen = ({} if model_args.freeze_vision_tower is None
                   else {"freeze_vision_tower": model_args.freeze_vision_tower})
-        model = unimp_for_processor(model_args.model_preset, processor, **media, **frozen)
-    if not model_args.model_name_or_path:
+        model = unimp_for_processor(model_args.model_preset, processor, item_rows=model_args.item_rows,
+                                    item_residual_dropout=model_args.item_residual_dropout, **media, **frozen)
+    if model.config.item_rows == "content" and not model_args.model_name_or_path:
+        fill_item_content(model, processor)
+    elif not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if (fields or model_args.item_init_image_weight or model_args.item_init_noise
                 or model_args.item_init_interaction_weight):

@@ -1,0 +1,104 @@
+"""Content item rows on the processor side: what the model reads of an item (its text token ids and pooled image
+features), and `add_items`, which grows a trained model's catalogue from content alone, without retraining."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+import torch
+from tokenizers import AddedToken
+
+from .catalogue_unimp import ItemCatalogue
+from .image_processing_unimp import load_rgb_image
+from .schema_unimp import items_dataset
+from .vocabulary_unimp import item_token
+
+CONTENT_FIELDS = ("title", "categories", "description")
+"""The item fields whose words make the text part of a content row, in this order."""
+
+
+def item_text(attributes: Mapping[str, Any]) -> str:
+    """The item's content words: its `CONTENT_FIELDS` values, lists joined, missing ones left out."""
+    values = [attributes.get(field) for field in CONTENT_FIELDS]
+    return " ".join(" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in values if v)
+
+
+def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(text_ids (n, L) padded with -1, image_features (n, F), zeros without an image)` of `items`.
+
+    Raises a `ValueError` naming the item when it has neither text nor an image, or its image cannot be read.
+    """
+    length = model.config.item_text_length
+    texts = [item_text(item) for item in items]
+    encoded = processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    text_ids = torch.full((len(items), length), -1, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        text_ids[row, : min(length, len(ids))] = torch.tensor(ids[:length], dtype=torch.long)
+    images = {row: load_rgb_image(item["image"], item["item_id"]) for row, item in enumerate(items)
+              if item.get("image") is not None}
+    for row, item in enumerate(items):
+        if not encoded[row] and row not in images:
+            raise ValueError(f"Item {item['item_id']!r}: no content (fields {CONTENT_FIELDS} and `image` are empty).")
+    vision = model.config.vision_config.hidden_size * model.config.item_image_grid**2
+    features = torch.zeros(len(items), vision)
+    if images:
+        rows = sorted(images)
+        device = next(model.parameters()).device
+        for start in range(0, len(rows), 256):
+            part = rows[start : start + 256]
+            pixels = processor.image_processor([images[r] for r in part], return_tensors="pt")["pixel_values"]
+            features[part] = model.item_image_features(pixels.to(device)).cpu()
+    return text_ids, features
+
+
+def fill_item_content(model, processor) -> int:
+    """Give every catalogue item of `processor` a content row in `model` (a model built with item_rows='content'
+    and an empty table); returns how many."""
+    items = [_attributes(processor, item_id) for item_id in processor.item_ids]
+    text_ids, features = content_inputs(model, processor, items)
+    model.add_item_content(torch.tensor(processor.item_token_ids), text_ids, features,
+                           residual_std=model.config.initializer_range)
+    return len(items)
+
+
+def add_items(model, processor, items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Add `items` (unified-format dicts: `item_id`, text fields, optional `image`) to a trained model and its
+    processor: new item tokens whose rows are computed from content. Everything is checked and computed before
+    anything changes, so a bad item leaves both as they were. Returns the added ids."""
+    if model.config.item_rows != "content":
+        raise ValueError("add_items needs a model with content item rows (config.item_rows='content').")
+    ids = [item.get("item_id") for item in items]
+    for item_id in ids:
+        if not isinstance(item_id, str) or not item_id:
+            raise ValueError(f"Every added item needs a non-empty string `item_id`; got {item_id!r}.")
+    known = [i for i in ids if i in processor._item_index]
+    if known or len(set(ids)) < len(ids):
+        raise ValueError(f"Field `item_id`: items {(known or ids)[:5]} are already in the catalogue or repeated.")
+    text_ids, features = content_inputs(model, processor, items)
+    table = items_dataset([dict(item) for item in items])
+    first = len(processor.item_ids)
+    tokens = [item_token(first + k) for k in range(len(items))]
+    processor.tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], special_tokens=True)
+    processor.item_ids.extend(ids)
+    processor._item_index.update({item_id: first + k for k, item_id in enumerate(ids)})
+    if processor.catalogue is not None:
+        processor.catalogue = ItemCatalogue(_concatenate(processor.catalogue.table, table))
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    model.add_item_content(torch.tensor(processor.tokenizer.convert_tokens_to_ids(tokens)), text_ids, features)
+    return ids
+
+
+def _attributes(processor, item_id: str) -> dict[str, Any]:
+    catalogue = processor.catalogue
+    return {"item_id": item_id, **(dict(catalogue[item_id]) if catalogue is not None and item_id in catalogue else {})}
+
+
+def _concatenate(table: datasets.Dataset, added: datasets.Dataset) -> datasets.Dataset:
+    """The catalogue table with `added`'s rows appended (columns either lacks filled with None)."""
+    for name in table.column_names:
+        if name not in added.column_names:
+            added = added.add_column(name, [None] * len(added)).cast_column(name, table.features[name])
+    added = added.select_columns(table.column_names).cast(table.features)
+    return datasets.concatenate_datasets([table, added])
