@@ -103,6 +103,10 @@ def chat_framing(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [tokenizer(part, add_special_tokens=False)["input_ids"] for part in (opening, turn)]
 
 
+LOSS_FIELDS = ("token_kinds", "task_ids")
+"""Collated fields that only the training loss reads; `__call__` leaves them out, `pad` keeps them."""
+
+
 class UniMPProcessor(ProcessorMixin):
     r"""Turns user histories into UniMP model inputs for every task, and model outputs back into items.
 
@@ -256,7 +260,7 @@ class UniMPProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "pixel_values", "image_mask", "labels", "token_kinds", "task_ids"]
+        return ["input_ids", "attention_mask", "pixel_values", "image_mask", "labels"]
 
     # ----------------------------------------------------------------- resolving samples
     def _describe(self, attributes: Mapping[str, Any]) -> str:
@@ -497,12 +501,14 @@ class UniMPProcessor(ProcessorMixin):
         task: str | None = None,
         padding_side: str | None = None,
     ) -> BatchFeature:
-        """Encode and collate task samples; usable directly as a `Trainer` data collator.
+        """Encode and collate task samples into what the model takes (`model(**processor(samples))`), with `labels`.
 
-        `task` is used for samples without a `"task"` key; `padding_side` defaults to the tokenizer's.
+        `task` is used for samples without a `"task"` key; `padding_side` defaults to the tokenizer's. The loss-only
+        fields `token_kinds` and `task_ids` (read by `UniMPTrainer`) come from `pad([encode(sample), ...])`.
         """
         samples = [samples] if isinstance(samples, Mapping) else list(samples)
-        return self.pad([self.encode(sample, task) for sample in samples], padding_side)
+        batch = self.pad([self.encode(sample, task) for sample in samples], padding_side)
+        return BatchFeature({k: v for k, v in batch.items() if k not in LOSS_FIELDS})
 
     def render(self, sample: Mapping[str, Any], task: str | None = None) -> str:
         """The sample's token sequence as text, to read what the model sees."""
@@ -523,7 +529,7 @@ class UniMPProcessor(ProcessorMixin):
     ) -> list[list[tuple[str, float]]]:
         """`rank_items` with each item's probability among all items: per row `(item_id, probability)`, best first."""
         positions = [[self._item_index[i] for i in item_ids if i in self._item_index] for item_ids in exclude or ()]
-        ranked = rank_tokens(logits, self.item_token_ids, top_k, positions)
+        ranked = rank_tokens(logits.detach(), self.item_token_ids, top_k, positions)
         return [[(self.item_ids[position], score) for position, score in row] for row in ranked]
 
     def rating_distribution(self, logits: torch.Tensor) -> torch.Tensor:

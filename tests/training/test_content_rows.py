@@ -9,8 +9,8 @@ from PIL import Image
 from processing_unimp import UniMPProcessor
 from processing_unimp.content_unimp import add_items, fill_item_content
 from processing_unimp.evaluation.tasks import answer_logits, evaluate_ranking, prompt_inputs
-from processing_unimp.training.packing import pack_histories
 from processing_unimp.training.initialisation import unimp_for_processor
+from processing_unimp.training.packing import pack_histories
 from processing_unimp.training.trainer import unimp_loss
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 40)]
