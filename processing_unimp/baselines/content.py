@@ -10,18 +10,15 @@ content part must rank on its own too. `run_new_item_benchmark` scores every bas
 
 from __future__ import annotations
 
-import copy
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .recommenders import SASRec, SASRecConfig, SASRecRecommender, training_windows
+from .recommenders import SASRec, SASRecConfig, SASRecRecommender
 
 
 @dataclass
@@ -79,47 +76,17 @@ class ContentSASRecRecommender(SASRecRecommender):
         super().__init__(config)
         self.content = content
 
-    def fit(self, sequences: Sequence[Sequence[int]], validation: Callable[[SASRecRecommender], float] | None = None,
-            progress: bool = True) -> ContentSASRecRecommender:
-        config = self.config
-        torch.manual_seed(config.seed)
-        self.model = ContentSASRec(config, self.content)
+    def _build_model(self, sequences: Sequence[Sequence[int]]) -> ContentSASRec:
+        """A `ContentSASRec` whose ID rows are those of the items in the training `sequences`."""
+        model = ContentSASRec(self.config, self.content)
         trained = [item + 1 for sequence in sequences for item in sequence]
-        self.model.item_embedding.has_id[torch.as_tensor(trained, dtype=torch.long)] = True
-        known = self.model.item_embedding.has_id[1:]  # the catalogue while training: new items are not in it yet
-        inputs, targets = training_windows([s for s in sequences if len(s) >= 2], config.max_length)
-        batch_windows = max(1, round(config.batch_targets * len(inputs) / (targets >= 0).sum().item()))
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
-        generator = torch.Generator().manual_seed(config.seed)
-        best_score, best_state, stale = -math.inf, None, 0
-        for epoch in (bar := tqdm(range(config.max_epochs), desc="training content SASRec", disable=not progress)):
-            start, total = time.perf_counter(), 0.0
-            self.model.train()
-            for batch in torch.randperm(len(inputs), generator=generator).split(batch_windows):
-                batch_targets = targets[batch]
-                hidden = self.model(inputs[batch])[batch_targets >= 0]
-                logits = self.model.item_logits(hidden).masked_fill(~known, -math.inf)
-                loss = F.cross_entropy(logits, batch_targets[batch_targets >= 0])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-            record = {"epoch": epoch + 1, "loss": total / math.ceil(len(inputs) / batch_windows),
-                      "seconds": time.perf_counter() - start}
-            if validation is not None:
-                record["validation"] = validation(self)
-                if record["validation"] > best_score:
-                    best_score, best_state, stale = record["validation"], copy.deepcopy(self.model.state_dict()), 0
-                else:
-                    stale += 1
-            self.history.append(record)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-            if validation is not None and stale >= config.patience:
-                break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        self.model.eval()
-        return self
+        model.item_embedding.has_id[torch.as_tensor(trained, dtype=torch.long)] = True
+        return model
+
+    def _training_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The catalogue while training: items without an ID row (new ones) are not in it yet."""
+        known = self.model.item_embedding.has_id[1:]
+        return self.model.item_logits(hidden).masked_fill(~known, -math.inf)
 
 
 __all__ = ["ContentItemEmbedding", "ContentSASRec", "ContentSASRecConfig", "ContentSASRecRecommender"]

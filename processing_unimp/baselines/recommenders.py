@@ -259,14 +259,14 @@ class SASRecRecommender:
             progress: bool = True) -> SASRecRecommender:
         config = self.config
         torch.manual_seed(config.seed)
-        self.model = SASRec(config)
+        self.model = self._build_model(sequences)
         inputs, targets = training_windows([s for s in sequences if len(s) >= 2], config.max_length)
         per_window = (targets >= 0).sum().item() / len(inputs)
         batch_windows = max(1, round(config.batch_targets / per_window))
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         generator = torch.Generator().manual_seed(config.seed)
         best_score, best_state, stale = -math.inf, None, 0
-        bar = tqdm(range(config.max_epochs), desc="training SASRec", disable=not progress)
+        bar = tqdm(range(config.max_epochs), desc=f"training {type(self.model).__name__}", disable=not progress)
         for epoch in bar:
             start = time.perf_counter()
             self.model.train()
@@ -274,7 +274,7 @@ class SASRecRecommender:
             for batch in torch.randperm(len(inputs), generator=generator).split(batch_windows):
                 batch_targets = targets[batch]
                 hidden = self.model(inputs[batch])[batch_targets >= 0]
-                loss = F.cross_entropy(self.model.item_logits(hidden), batch_targets[batch_targets >= 0])
+                loss = F.cross_entropy(self._training_logits(hidden), batch_targets[batch_targets >= 0])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -295,6 +295,14 @@ class SASRecRecommender:
             self.model.load_state_dict(best_state)
         self.model.eval()
         return self
+
+    def _build_model(self, sequences: Sequence[Sequence[int]]) -> SASRec:
+        """The network `fit` trains (seeded just before); subclasses read the training `sequences`."""
+        return SASRec(self.config)
+
+    def _training_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits the training cross-entropy runs over: the whole catalogue."""
+        return self.model.item_logits(hidden)
 
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
