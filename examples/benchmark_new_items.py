@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from processing_unimp.benchmark.new_items import new_item_markdown, new_item_plot, run_new_item_benchmark
+from processing_unimp.benchmark.new_items import (
+    new_item_markdown,
+    new_item_plot,
+    run_new_item_benchmark,
+    run_unimp_new_items,
+)
+from processing_unimp.benchmark.report import row_name
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.config import BuildConfig
 from processing_unimp.data.splits import new_item_split
@@ -35,13 +41,16 @@ def main() -> None:
     parser.add_argument("--validation-new-items", type=float, default=None,
                         help="fraction of the catalogue new at validation (default: --new-items)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new items and the SASRecs")
-    parser.add_argument("--models", default="", help="comma-separated rows to run (default: all)")
+    parser.add_argument("--models", default="", help="comma-separated baseline rows to run (default: all; none: only --unimp-variants)")
     parser.add_argument("--id-dropout", type=float, default=0.5, help="content SASRec: chance of dropping an ID row")
     parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; the SASRecs stop early on validation")
     parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
     parser.add_argument("--build-seed", type=int, default=0, help="the dataset's build seed (bundled: 0)")
     parser.add_argument("--train-targets-per-user", type=int, default=3,
                         help="the dataset's build setting (bundled: 3)")
+    parser.add_argument("--unimp-variants", default="",
+                        help="UniMP variants with content item rows to run too, e.g. unimp-content")
+    parser.add_argument("--unimp-epochs", type=float, default=4, help="UniMP budget: epochs of the packed train data")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/new_items"))
     args = parser.parse_args()
     print(f"seed {args.seed}, torch threads {torch.get_num_threads()}")
@@ -52,8 +61,11 @@ def main() -> None:
     data = split.materialize()
     loo = LeaveOneOut.from_dataset(data)
     only = [name for name in args.models.split(",") if name]
-    rows = run_new_item_benchmark(data, loo, split.test_items, not args.keep_seen, args.sasrec_epochs, args.seed,
-                                  args.id_dropout, only)
+    rows = {} if only == ["none"] else run_new_item_benchmark(data, loo, split.test_items, not args.keep_seen,
+                                                              args.sasrec_epochs, args.seed, args.id_dropout, only)
+    for variant in filter(None, args.unimp_variants.split(",")):
+        rows[row_name(variant, args.seed)] = run_unimp_new_items(
+            split, data, variant, args.output_dir, args.unimp_epochs, args.seed, not args.keep_seen)
 
     output = args.output_dir / "new_items.json"
     results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}

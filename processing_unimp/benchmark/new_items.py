@@ -7,14 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 
 from ..baselines.content import ContentSASRecConfig, ContentSASRecRecommender
 from ..baselines.recommenders import SASRecRecommender, content_vectors
+from ..content_unimp import add_items
+from ..data.splits import NewItemSplit
 from ..evaluation.metrics import ranking_by_frequency, ranking_metrics
-from ..evaluation.protocol import LeaveOneOut, evaluate_scorer, scorer_ranks
+from ..evaluation.protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
+from ..evaluation.tasks import ranking_ranks
+from ..training.recipe import run_training
 from .report import _frequency_table, row_name, short_labels
-from .runs import SEEDED_BASELINES, baseline_models, target_train_counts
+from .runs import SEEDED_BASELINES, baseline_models, target_train_counts, unimp_arguments
 
 GROUPS = ("new", "other", "all")  # test users by their target: a new item, any other item, every user
 SEEDED_MODELS = (*SEEDED_BASELINES, "content-sasrec")  # rows named with the seed: their fit depends on it
@@ -79,6 +84,35 @@ def run_new_item_benchmark(data, split: LeaveOneOut, new_items: frozenset[str], 
     return rows
 
 
+def run_unimp_new_items(split: NewItemSplit, data, variant: str, output_dir: Path, epochs: float, seed: int = 0,
+                        exclude_seen: bool = True) -> dict[str, Any]:
+    """A UniMP variant with content item rows on the new-item split, as a shop would run it: trained with the test's
+    new items outside its catalogue (the benchmark's recipe, model selection on all validation users), then given
+    them with `add_items` (rows from their content, no retraining) and scored once on test."""
+    compact = dict(split.dataset)
+    compact["items"] = compact["items"].filter(lambda item_id: item_id not in split.test_items, input_columns="item_id")
+    item_of = compact["interactions"]["item_id"]  # training never reads test: its new targets go with their items
+    compact["test"] = compact["test"].filter(lambda row: item_of[row] not in split.test_items,
+                                             input_columns="interaction_index")
+    folder = output_dir / variant / "data"
+    datasets.DatasetDict(compact).save_to_disk(str(folder))
+    arguments = unimp_arguments(str(folder), variant, output_dir, "small", epochs, None, seed=seed)
+    if arguments[0].item_rows != "content":
+        raise ValueError(f"UniMP variant {variant!r} has free item rows: it cannot rank items added after training.")
+    start = time.perf_counter()
+    trainer, processor, _ = run_training(*arguments)
+    seconds = time.perf_counter() - start
+    row = {item_id: index for index, item_id in enumerate(data["items"]["item_id"])}
+    add_items(trainer.model, processor, [data["items"][row[item_id]] for item_id in sorted(split.test_items)])
+    test = recommend_samples(data, processor.item_ids, "test")
+    ranks = ranking_ranks(trainer.model, processor, test, exclude_seen=exclude_seen)
+    best = max((r for r in trainer.state.log_history if "eval_NDCG@10" in r), key=lambda r: r["eval_NDCG@10"])
+    return {**new_item_metrics(ranks, [s["target"]["item_id"] for s in test], split.test_items),
+            "train_seconds": seconds, "epochs": trainer.state.epoch, "best_epoch": best["epoch"],
+            "validation_NDCG@10": best["eval_NDCG@10"], "torch_threads": torch.get_num_threads(),
+            "by_target_frequency": ranking_by_frequency(ranks, target_train_counts(data, test))}
+
+
 def new_item_markdown(results: dict) -> str:
     """Per dataset: NDCG@10 (± standard error over users) and HR@10 of every row on new-item targets, on the other
     targets and on all, with the protocol and thread count above it, then NDCG@10 by the target's train frequency."""
@@ -125,4 +159,4 @@ def new_item_plot(results: dict, path: Path) -> None:
 
 
 __all__ = ["GROUPS", "SEEDED_MODELS", "new_item_markdown", "new_item_metrics", "new_item_models", "new_item_plot",
-           "run_new_item_benchmark"]
+           "run_new_item_benchmark", "run_unimp_new_items"]
