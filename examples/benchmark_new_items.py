@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--validation-new-items", type=float, default=None,
                         help="fraction of the catalogue new at validation (default: --new-items)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new items and the SASRecs")
-    parser.add_argument("--models", default="", help="comma-separated baseline rows to run (default: all; none: only --unimp-variants)")
+    parser.add_argument("--models", default="",
+                        help="comma-separated baseline rows to run (default: all; none: only --unimp-variants)")
     parser.add_argument("--id-dropout", type=float, default=0.5, help="content SASRec: chance of dropping an ID row")
     parser.add_argument("--sasrec-epochs", type=int, default=300, help="cap; the SASRecs stop early on validation")
     parser.add_argument("--keep-seen", action="store_true", help="rank the user's own earlier items too")
