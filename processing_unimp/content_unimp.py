@@ -28,7 +28,7 @@ def item_text(attributes: Mapping[str, Any]) -> str:
 def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """`(text_ids (n, L) padded with -1, image_features (n, F), zeros without an image)` of `items`.
 
-    Raises a `ValueError` naming the item when it has neither text nor an image, or its image cannot be read.
+    Raises a `ValueError` naming the item when its image cannot be read.
     """
     length = model.config.item_text_length
     texts = [item_text(item) for item in items]
@@ -38,9 +38,6 @@ def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> tupl
         text_ids[row, : min(length, len(ids))] = torch.tensor(ids[:length], dtype=torch.long)
     images = {row: load_rgb_image(item["image"], item["item_id"]) for row, item in enumerate(items)
               if item.get("image") is not None}
-    for row, item in enumerate(items):
-        if not encoded[row] and row not in images:
-            raise ValueError(f"Item {item['item_id']!r}: no content (fields {CONTENT_FIELDS} and `image` are empty).")
     vision = model.config.vision_config.hidden_size * model.config.item_image_grid**2
     features = torch.zeros(len(items), vision)
     if images:
@@ -76,6 +73,9 @@ def add_items(model, processor, items: Sequence[Mapping[str, Any]]) -> list[str]
     known = [i for i in ids if i in processor._item_index]
     if known or len(set(ids)) < len(ids):
         raise ValueError(f"Field `item_id`: items {(known or ids)[:5]} are already in the catalogue or repeated.")
+    for item in items:
+        if not item_text(item) and item.get("image") is None:
+            raise ValueError(f"Item {item['item_id']!r}: no content (fields {CONTENT_FIELDS} and `image` are empty).")
     text_ids, features = content_inputs(model, processor, items)
     table = items_dataset([dict(item) for item in items])
     first = len(processor.item_ids)

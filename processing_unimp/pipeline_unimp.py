@@ -18,6 +18,7 @@ import torch
 from transformers import LogitsProcessorList, Pipeline
 from transformers.utils import cached_file
 
+from .content_unimp import add_items
 from .generation_unimp import NUM_RETRIEVED, check_copy_weight, check_temperature, generate_from_context
 from .image_inputs_unimp import MAX_IMAGE_BYTES, ImagePolicy, enable_decompression_bomb_guard
 from .image_processing_unimp import MAX_IMAGE_PIXELS
@@ -380,6 +381,12 @@ class PersonalizationPipeline(Pipeline):
                                      num_images=num_images, seed=seed, **sampling)
 
     # ----------------------------------------------------------------- postprocessing
+    def add_items(self, items: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Grow the catalogue after training: the items (`item_id`, text fields, optional `image`) get item tokens
+        whose rows are computed from their content (a model with `item_rows="content"`); all or nothing. Save with
+        `save_pretrained` to keep them. Returns the added ids."""
+        return add_items(self.model, self.processor, items)
+
     def _title(self, item_id: str) -> str | None:
         catalogue = self.processor.catalogue
         return catalogue.value(item_id, "title") if catalogue is not None else None
