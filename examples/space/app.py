@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -364,6 +365,51 @@ class UniMPDemo:
         return generated, *self._cards(retrieved, score="retrieval p")
 
 
+def _task_tabs(choices: list[tuple[str, str]], slots: int) -> SimpleNamespace:
+    """The right-hand column: one tab per task, its inputs and outputs (returned by name for the wiring)."""
+    with gr.Column(scale=3):
+        with gr.Tab("Recommend"):
+            exclude = gr.Checkbox(label="Leave out items already in the history", value=False)
+            recommend = gr.Button("Recommend the top 10", variant="primary", elem_id="recommend")
+            recommendations = gr.Gallery(label="Top-10 recommendations", columns=5, height=330,
+                                         elem_id="recommendations")
+            recommendations_table = gr.Markdown(elem_id="recommendations-table")
+        with gr.Tab("Search"):
+            query = gr.Textbox(label="Search query", placeholder="e.g. dark bag", elem_id="query")
+            search = gr.Button("Search", variant="primary", elem_id="search")
+            found = gr.Gallery(label="Top-10 for the query", columns=5, height=330, elem_id="found")
+            found_table = gr.Markdown()
+        with gr.Tab("Rate & explain"):
+            item = gr.Dropdown(choices, value=None, filterable=True, label="Item to rate", elem_id="rate-item")
+            rate = gr.Button("Predict the rating", variant="primary", elem_id="rate")
+            with gr.Row():
+                item_picture = gr.Image(label="Item", height=160, interactive=False)
+                with gr.Column():
+                    headline = gr.Markdown()
+                    distribution = gr.Label(label="Rating distribution", num_top_classes=10)
+            explanation = gr.Textbox(label="Explanation", interactive=False)
+        with gr.Tab("Select"):
+            candidates = gr.Dropdown(choices, multiselect=True, filterable=True, max_choices=slots,
+                                     label=f"Candidates (up to {slots})", elem_id="candidates")
+            select = gr.Button("Which would the user choose?", variant="primary", elem_id="select")
+            selected = gr.Gallery(label="Chosen", columns=5, height=200, elem_id="selected")
+            selected_table = gr.Markdown()
+        with gr.Tab("Generate images", elem_id="generate-tab"):
+            description = gr.Textbox(label="What the user is looking for", placeholder="e.g. dark coat",
+                                     elem_id="generate-query")
+            with gr.Row():
+                num_images = gr.Slider(1, 4, value=4, step=1, label="Images")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+            generate = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Row():
+                generated = gr.Gallery(label="Generated for this user", columns=2, height=330,
+                                       elem_id="generated")
+                retrieved = gr.Gallery(label=f"Retrieved items (top {NUM_RETRIEVED}), the context",
+                                       columns=3, height=330, elem_id="retrieved")
+            retrieved_table = gr.Markdown()
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("choices", "slots")})
+
+
 def build_ui(demo: UniMPDemo) -> gr.Blocks:
     """The page: a history on the left, the tasks on the right."""
     choices = [(demo.label(item_id), item_id) for item_id in demo.item_ids]
@@ -394,46 +440,7 @@ def build_ui(demo: UniMPDemo) -> gr.Blocks:
                 photo = gr.File(label="Your photo of the latest item (optional; replaces its picture)",
                                 type="binary", file_types=["image"], elem_id="photo")
                 clear = gr.Button("Clear the history", elem_id="clear")
-            with gr.Column(scale=3):
-                with gr.Tab("Recommend"):
-                    exclude = gr.Checkbox(label="Leave out items already in the history", value=False)
-                    recommend = gr.Button("Recommend the top 10", variant="primary", elem_id="recommend")
-                    recommendations = gr.Gallery(label="Top-10 recommendations", columns=5, height=330,
-                                                 elem_id="recommendations")
-                    recommendations_table = gr.Markdown(elem_id="recommendations-table")
-                with gr.Tab("Search"):
-                    query = gr.Textbox(label="Search query", placeholder="e.g. dark bag", elem_id="query")
-                    search = gr.Button("Search", variant="primary", elem_id="search")
-                    found = gr.Gallery(label="Top-10 for the query", columns=5, height=330, elem_id="found")
-                    found_table = gr.Markdown()
-                with gr.Tab("Rate & explain"):
-                    item = gr.Dropdown(choices, value=None, filterable=True, label="Item to rate", elem_id="rate-item")
-                    rate = gr.Button("Predict the rating", variant="primary", elem_id="rate")
-                    with gr.Row():
-                        item_picture = gr.Image(label="Item", height=160, interactive=False)
-                        with gr.Column():
-                            headline = gr.Markdown()
-                            distribution = gr.Label(label="Rating distribution", num_top_classes=10)
-                    explanation = gr.Textbox(label="Explanation", interactive=False)
-                with gr.Tab("Select"):
-                    candidates = gr.Dropdown(choices, multiselect=True, filterable=True, max_choices=slots,
-                                             label=f"Candidates (up to {slots})", elem_id="candidates")
-                    select = gr.Button("Which would the user choose?", variant="primary", elem_id="select")
-                    selected = gr.Gallery(label="Chosen", columns=5, height=200, elem_id="selected")
-                    selected_table = gr.Markdown()
-                with gr.Tab("Generate images", elem_id="generate-tab"):
-                    description = gr.Textbox(label="What the user is looking for", placeholder="e.g. dark coat",
-                                             elem_id="generate-query")
-                    with gr.Row():
-                        num_images = gr.Slider(1, 4, value=4, step=1, label="Images")
-                        seed = gr.Number(value=0, precision=0, label="Seed")
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                    with gr.Row():
-                        generated = gr.Gallery(label="Generated for this user", columns=2, height=330,
-                                               elem_id="generated")
-                        retrieved = gr.Gallery(label=f"Retrieved items (top {NUM_RETRIEVED}), the context",
-                                               columns=3, height=330, elem_id="retrieved")
-                    retrieved_table = gr.Markdown()
+            tabs = _task_tabs(choices, slots)
 
         context = [history, active_user, photo]
         show = {"fn": demo.show_history, "inputs": context, "outputs": history_cards}
@@ -449,13 +456,15 @@ def build_ui(demo: UniMPDemo) -> gr.Blocks:
         photo.change(**show)
         clear.click(lambda: ("", None, None, [], "", None),
                     outputs=[history, active_user, user, history_cards, user_info, photo])
-        recommend.click(demo.recommend, inputs=[*context, exclude], outputs=[recommendations, recommendations_table])
-        search.click(demo.search, inputs=[*context, query], outputs=[found, found_table])
-        query.submit(demo.search, inputs=[*context, query], outputs=[found, found_table])
-        rate.click(demo.rate, inputs=[*context, item], outputs=[item_picture, headline, distribution, explanation])
-        select.click(demo.select, inputs=[*context, candidates], outputs=[selected, selected_table])
-        generate.click(demo.generate, inputs=[*context, description, num_images, seed],
-                       outputs=[generated, retrieved, retrieved_table])
+        tabs.recommend.click(demo.recommend, inputs=[*context, tabs.exclude],
+                             outputs=[tabs.recommendations, tabs.recommendations_table])
+        tabs.search.click(demo.search, inputs=[*context, tabs.query], outputs=[tabs.found, tabs.found_table])
+        tabs.query.submit(demo.search, inputs=[*context, tabs.query], outputs=[tabs.found, tabs.found_table])
+        tabs.rate.click(demo.rate, inputs=[*context, tabs.item],
+                        outputs=[tabs.item_picture, tabs.headline, tabs.distribution, tabs.explanation])
+        tabs.select.click(demo.select, inputs=[*context, tabs.candidates], outputs=[tabs.selected, tabs.selected_table])
+        tabs.generate.click(demo.generate, inputs=[*context, tabs.description, tabs.num_images, tabs.seed],
+                            outputs=[tabs.generated, tabs.retrieved, tabs.retrieved_table])
     return page
 
 
