@@ -52,6 +52,14 @@ class ItemCatalogue:
         """The catalogue is never mutated, so copies (e.g. in `ProcessorMixin.to_dict`) share it."""
         return self
 
+    def extended(self, added: datasets.Dataset) -> ItemCatalogue:
+        """A new catalogue with `added`'s items appended (columns either table lacks filled with None)."""
+        for name in self.table.column_names:
+            if name not in added.column_names:
+                added = added.add_column(name, [None] * len(added)).cast_column(name, self.table.features[name])
+        added = added.select_columns(self.table.column_names).cast(self.table.features)
+        return ItemCatalogue(datasets.concatenate_datasets([self.table, added]))
+
     def texts(self, fields: Iterable[str]) -> Iterator[str]:
         """Every non-empty text value of `fields` (lists joined), e.g. to train a tokenizer."""
         for field in fields:

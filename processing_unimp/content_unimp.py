@@ -6,14 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import datasets
 import torch
-from tokenizers import AddedToken
 
-from .catalogue_unimp import ItemCatalogue
 from .image_processing_unimp import load_rgb_image
 from .schema_unimp import items_dataset
-from .vocabulary_unimp import item_token
 
 CONTENT_FIELDS = ("title", "categories", "description")
 """The item fields whose words make the text part of a content row, in this order."""
@@ -67,38 +63,18 @@ def add_items(model, processor, items: Sequence[Mapping[str, Any]]) -> list[str]
     if model.config.item_rows != "content":
         raise ValueError("add_items needs a model with content item rows (config.item_rows='content').")
     ids = [item.get("item_id") for item in items]
-    for item_id in ids:
-        if not isinstance(item_id, str) or not item_id:
-            raise ValueError(f"Every added item needs a non-empty string `item_id`; got {item_id!r}.")
-    known = [i for i in ids if i in processor._item_index]
-    if known or len(set(ids)) < len(ids):
-        raise ValueError(f"Field `item_id`: items {(known or ids)[:5]} are already in the catalogue or repeated.")
+    processor.check_new_items(ids)
     for item in items:
         if not item_text(item) and item.get("image") is None:
             raise ValueError(f"Item {item['item_id']!r}: no content (fields {CONTENT_FIELDS} and `image` are empty).")
     text_ids, features = content_inputs(model, processor, items)
     table = items_dataset([dict(item) for item in items])
-    first = len(processor.item_ids)
-    tokens = [item_token(first + k) for k in range(len(items))]
-    processor.tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], special_tokens=True)
-    processor.item_ids.extend(ids)
-    processor._item_index.update({item_id: first + k for k, item_id in enumerate(ids)})
-    if processor.catalogue is not None:
-        processor.catalogue = ItemCatalogue(_concatenate(processor.catalogue.table, table))
+    token_ids = processor.add_items(ids, table)
     model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
-    model.add_item_content(torch.tensor(processor.tokenizer.convert_tokens_to_ids(tokens)), text_ids, features)
+    model.add_item_content(torch.tensor(token_ids), text_ids, features)
     return ids
 
 
 def _attributes(processor, item_id: str) -> dict[str, Any]:
     catalogue = processor.catalogue
     return {"item_id": item_id, **(dict(catalogue[item_id]) if catalogue is not None and item_id in catalogue else {})}
-
-
-def _concatenate(table: datasets.Dataset, added: datasets.Dataset) -> datasets.Dataset:
-    """The catalogue table with `added`'s rows appended (columns either lacks filled with None)."""
-    for name in table.column_names:
-        if name not in added.column_names:
-            added = added.add_column(name, [None] * len(added)).cast_column(name, table.features[name])
-    added = added.select_columns(table.column_names).cast(table.features)
-    return datasets.concatenate_datasets([table, added])

@@ -262,6 +262,29 @@ class UniMPProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values", "image_mask", "labels"]
 
+    def check_new_items(self, item_ids: Sequence[Any]) -> None:
+        """Refuse ids that are not non-empty strings, already in the vocabulary, or repeated (field `item_id`)."""
+        for item_id in item_ids:
+            if not isinstance(item_id, str) or not item_id:
+                raise ValueError(f"Every added item needs a non-empty string `item_id`; got {item_id!r}.")
+        known = [item_id for item_id in item_ids if item_id in self._item_index]
+        if known or len(set(item_ids)) < len(item_ids):
+            raise ValueError(f"Field `item_id`: items {(known or item_ids)[:5]} are already in the catalogue or "
+                             "repeated.")
+
+    def add_items(self, item_ids: Sequence[str], attributes: datasets.Dataset) -> list[int]:
+        """Append items to the vocabulary (new `<item_k>` tokens) and their `attributes` rows to the catalogue;
+        returns their token ids. Check them first with `check_new_items`."""
+        self.check_new_items(item_ids)
+        first = len(self.item_ids)
+        tokens = [item_token(first + k) for k in range(len(item_ids))]
+        self.tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], special_tokens=True)
+        self.item_ids.extend(item_ids)
+        self._item_index.update({item_id: first + k for k, item_id in enumerate(item_ids)})
+        if self.catalogue is not None:
+            self.catalogue = self.catalogue.extended(attributes)
+        return self._ids(tokens)
+
     # ----------------------------------------------------------------- resolving samples
     def _describe(self, attributes: Mapping[str, Any]) -> str:
         """The "Key: value; ..." attribute text of an item; missing fields are left out, never filled."""
