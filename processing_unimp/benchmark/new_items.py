@@ -11,15 +11,15 @@ import datasets
 import torch
 
 from ..baselines.content import ContentSASRecConfig, ContentSASRecRecommender
-from ..baselines.recommenders import SASRecRecommender, content_vectors
+from ..baselines.recommenders import content_vectors
 from ..content_unimp import add_items
 from ..data.splits import NewItemSplit
 from ..evaluation.metrics import ranking_by_frequency, ranking_metrics
-from ..evaluation.protocol import LeaveOneOut, evaluate_scorer, recommend_samples, scorer_ranks
+from ..evaluation.protocol import LeaveOneOut, recommend_samples
 from ..evaluation.tasks import ranking_ranks
 from ..training.recipe import run_training
 from .report import _frequency_table, row_name, short_labels
-from .runs import SEEDED_BASELINES, baseline_models, target_train_counts, unimp_arguments
+from .runs import SEEDED_BASELINES, baseline_models, fit_and_rank, target_train_counts, unimp_arguments
 
 GROUPS = ("new", "other", "all")  # test users by their target: a new item, any other item, every user
 SEEDED_MODELS = (*SEEDED_BASELINES, "content-sasrec")  # rows named with the seed: their fit depends on it
@@ -55,7 +55,6 @@ def run_new_item_benchmark(data, split: LeaveOneOut, new_items: frozenset[str], 
     on NDCG@10 of all validation users, new-item targets included) and score it once on test: `new_item_metrics`,
     the frequency buckets, train seconds (SASRecs: epochs and seconds per epoch too)."""
     rows = {}
-    train = list(split.train.values())
     _, _, targets = split.histories("test")
     target_ids = [split.item_ids[target] for target in targets]
     counts = target_train_counts(data, split.samples("test"))
@@ -66,21 +65,10 @@ def run_new_item_benchmark(data, split: LeaveOneOut, new_items: frozenset[str], 
     for name, model in models.items():
         if only and name not in only:
             continue
-        start = time.perf_counter()
-        if isinstance(model, SASRecRecommender):
-            model.fit(train, validation=lambda m: evaluate_scorer(m, split, "validation", exclude_seen)["NDCG@10"])
-        else:
-            model.fit(train)
-        seconds = time.perf_counter() - start
-        ranks = scorer_ranks(model, split, "test", exclude_seen)
-        row = {**new_item_metrics(ranks, target_ids, new_items), "train_seconds": seconds,
-               "by_target_frequency": ranking_by_frequency(ranks, counts)}
-        if isinstance(model, SASRecRecommender):
-            best = max(model.history, key=lambda r: r["validation"])
-            row.update({"epochs": len(model.history), "best_epoch": best["epoch"],
-                        "validation_NDCG@10": best["validation"],
-                        "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
-        rows[row_name(name, seed) if name in SEEDED_MODELS else name] = row
+        ranks, fit = fit_and_rank(model, split, exclude_seen)
+        rows[row_name(name, seed) if name in SEEDED_MODELS else name] = {
+            **new_item_metrics(ranks, target_ids, new_items), **fit,
+            "by_target_frequency": ranking_by_frequency(ranks, counts)}
     return rows
 
 

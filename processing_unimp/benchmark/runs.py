@@ -111,25 +111,29 @@ def run_baselines(data, split: LeaveOneOut, exclude_seen: bool = True, sasrec_ep
     test under the protocol; each row carries its train seconds (SASRec: epochs and seconds per epoch too) and its
     test NDCG@10 by the target item's train frequency. Rows of `SEEDED_BASELINES` are named with `seed`."""
     rows = {}
-    train = list(split.train.values())
     counts = target_train_counts(data, split.samples("test"))
     for name, model in baseline_models(data, split, sasrec_epochs, seed).items():
-        start = time.perf_counter()
-        if isinstance(model, SASRecRecommender):
-            model.fit(train, validation=lambda m: evaluate_scorer(m, split, "validation", exclude_seen)["NDCG@10"])
-        else:
-            model.fit(train)
-        seconds = time.perf_counter() - start
-        ranks = scorer_ranks(model, split, "test", exclude_seen)
-        row = rows[row_name(name, seed) if name in SEEDED_BASELINES else name] = {
-            **ranking_metrics(ranks), "train_seconds": seconds,
-            "by_target_frequency": ranking_by_frequency(ranks, counts)}
-        if isinstance(model, SASRecRecommender):
-            best = max(model.history, key=lambda r: r["validation"])
-            row.update({"epochs": len(model.history), "best_epoch": best["epoch"],
-                        "validation_NDCG@10": best["validation"],
-                        "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
+        ranks, fit = fit_and_rank(model, split, exclude_seen)
+        rows[row_name(name, seed) if name in SEEDED_BASELINES else name] = {
+            **ranking_metrics(ranks), **fit, "by_target_frequency": ranking_by_frequency(ranks, counts)}
     return rows
+
+
+def fit_and_rank(model, split: LeaveOneOut, exclude_seen: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Fit a baseline on the train split (a SASRec early-stopped on NDCG@10 of all validation users) and rank every
+    test target once: `(ranks, {train_seconds[, epochs, best_epoch, validation_NDCG@10, seconds_per_epoch]})`."""
+    start = time.perf_counter()
+    train = list(split.train.values())
+    if isinstance(model, SASRecRecommender):
+        model.fit(train, validation=lambda m: evaluate_scorer(m, split, "validation", exclude_seen)["NDCG@10"])
+    else:
+        model.fit(train)
+    fit = {"train_seconds": time.perf_counter() - start}
+    if isinstance(model, SASRecRecommender):
+        best = max(model.history, key=lambda r: r["validation"])
+        fit.update({"epochs": len(model.history), "best_epoch": best["epoch"], "validation_NDCG@10": best["validation"],
+                    "seconds_per_epoch": sum(r["seconds"] for r in model.history) / len(model.history)})
+    return scorer_ranks(model, split, "test", exclude_seen), fit
 
 
 def reference_rows(dataset: str, split: str = "test") -> dict[str, dict]:
