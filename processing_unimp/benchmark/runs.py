@@ -56,6 +56,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-residual-0.2": ({"item_rows": "content", "freeze_vision_tower": True,
                                     "item_residual_dropout": 0.2}, {}),
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
+    "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
+                                              "item_residual_dropout": 0.2, "use_images": False}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),
