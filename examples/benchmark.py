@@ -17,12 +17,11 @@ variants can run separately with `--skip-baselines`; the protocol, seed and torc
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from processing_unimp.benchmark.report import budget_text, markdown, plot, row_name
+from processing_unimp.benchmark.report import budget_text, markdown, merge_results, plot, row_name
 from processing_unimp.benchmark.runs import VARIANTS, reference_rows, run_baselines, run_unimp
 from processing_unimp.benchmark.speed import ranking_speed
 from processing_unimp.data.builders import load_unimp_dataset
@@ -74,19 +73,12 @@ def main() -> None:
         models.update(run_baselines(data, split, exclude_seen, args.sasrec_epochs, args.seed))
     models.update(reference_rows(args.dataset))
 
-    output = args.output_dir / "benchmark.json"
-    results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
-    earlier = results["datasets"].get(args.dataset, {}).get("models", {})
-    models = {**earlier, **models}  # rows of this run replace their namesakes; the others stay
-    results["datasets"][args.dataset] = {
+    block = {
         "protocol": protocol_text(split.num_items, len(split.test), exclude_seen)
         + (f"; UniMP `{args.preset}` trained {budget_text(args.epochs, args.max_steps)}" if variants else ""),
         "seed": args.seed, "torch_threads": torch.get_num_threads(), "models": models,
     }
-    if speed is not None:
-        results["speed"] = speed
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+    results = merge_results(args.output_dir / "benchmark.json", args.dataset, block, speed=speed)
     (args.output_dir / "benchmark.md").write_text(markdown(results))
     plot(results, args.output_dir / "benchmark.png")
     print(markdown(results))

@@ -16,7 +16,6 @@ the other targets and on all; `--new-items 0` is the bundled split (nothing remo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from processing_unimp.benchmark.new_items import (
     run_new_item_benchmark,
     run_unimp_new_items,
 )
-from processing_unimp.benchmark.report import row_name
+from processing_unimp.benchmark.report import merge_results, row_name
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.data.config import BuildConfig
 from processing_unimp.data.splits import new_item_split
@@ -68,17 +67,11 @@ def main() -> None:
         rows[row_name(variant, args.seed)] = run_unimp_new_items(
             split, data, variant, args.output_dir, args.unimp_epochs, args.seed, not args.keep_seen)
 
-    output = args.output_dir / "new_items.json"
-    results = json.loads(output.read_text()) if output.exists() else {"datasets": {}}
     key = f"{args.dataset}, {args.new_items:.0%} new items, seed {args.seed}"
-    earlier = results["datasets"].get(key, {}).get("models", {})
-    results["datasets"][key] = {
+    results = merge_results(args.output_dir / "new_items.json", key, {
         "protocol": f"{protocol_text(loo.num_items, len(loo.test), not args.keep_seen)}; {split.protocol()}",
-        "seed": args.seed, "torch_threads": torch.get_num_threads(), "id_dropout": args.id_dropout,
-        "models": {**earlier, **rows},
-    }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+        "seed": args.seed, "torch_threads": torch.get_num_threads(), "id_dropout": args.id_dropout, "models": rows,
+    })
     (args.output_dir / "new_items.md").write_text(new_item_markdown(results))
     new_item_plot(results, args.output_dir / "new_items.png")
     print(new_item_markdown(results))

@@ -48,6 +48,14 @@ class ItemCatalogue:
             return None
         return self.table[field][self._rows[item_id]]
 
+    @property
+    def has_images(self) -> bool:
+        """Whether any item has an image (a model trained on a catalogue without any never learned to read one)."""
+        if "image" not in self.table.column_names:
+            return False
+        column = self.table.data.column("image")  # arrow: counted without reading a picture
+        return column.null_count < len(column)
+
     def __deepcopy__(self, memo: dict) -> ItemCatalogue:
         """The catalogue is never mutated, so copies (e.g. in `ProcessorMixin.to_dict`) share it."""
         return self

@@ -64,7 +64,7 @@ def add_items(model, processor, items: Sequence[Mapping[str, Any]]) -> list[str]
         raise ValueError("add_items needs a model with content item rows (config.item_rows='content').")
     ids = [item.get("item_id") for item in items]
     processor.check_new_items(ids)
-    if processor.catalogue is not None and "image" not in processor.catalogue.table.column_names:
+    if processor.catalogue is not None and not processor.catalogue.has_images:
         # trained without images, its image projection never learned: new items are read as their text
         items = [{k: v for k, v in item.items() if k != "image"} for item in items]
     for item in items:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from ..data.files import atomic_write
 
 HEADLINE = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 
@@ -144,3 +148,15 @@ def plot(results: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def merge_results(path: Path, dataset: str, block: dict[str, Any], **top_level: Any) -> dict[str, Any]:
+    """Put `block` as `dataset`'s entry of the results JSON at `path` (written atomically) and return the whole: its
+    models join the entry's earlier ones, replacing their namesakes; other datasets stay, and `top_level` keys that
+    are not None replace theirs."""
+    results = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
+    earlier = results["datasets"].get(dataset, {}).get("models", {})
+    results["datasets"][dataset] = {**block, "models": {**earlier, **block.get("models", {})}}
+    results.update({key: value for key, value in top_level.items() if value is not None})
+    atomic_write(path, json.dumps(results, indent=2).encode())
+    return results

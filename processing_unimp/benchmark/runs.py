@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,23 +181,30 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
     start = time.perf_counter()
     trainer, processor, data = run_training(*args)
     seconds = time.perf_counter() - start
-    model = trainer.model
-    test = recommend_samples(data, processor.item_ids, "test", test_users)
     state = trainer.state
     best = max((r for r in state.log_history if "eval_NDCG@10" in r), key=lambda r: r["eval_NDCG@10"], default={})
+    model_args, data_args, training_args = args
+    metrics = evaluate_unimp(trainer.model, processor, data, data_args.tasks.split(","),
+                             data_args.task_history_items if data_args.packed else None, test_users, task_users,
+                             exclude_seen, seed)
+    metrics.update({"train_seconds": seconds, "train_steps": state.global_step, "epochs": state.epoch,
+                    "best_epoch": best.get("epoch"), "validation_NDCG@10": best.get("eval_NDCG@10"),
+                    "seed": training_args.seed, "item_init_fields": model_args.init_item_tokens_from})
+    return metrics, trainer.model, processor, data
+
+
+def evaluate_unimp(model, processor, data, tasks: Sequence[str], task_history: int | None, test_users: int | None,
+                   task_users: int | None = 300, exclude_seen: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Test metrics of a trained UniMP: exact full ranking of next items (all test users, or `test_users`, with
+    frequency buckets), and each other trained task in `tasks` on its first `task_users` test samples (histories cut
+    to `task_history` items, as trained) against the floors it must beat on the same samples."""
+    test = recommend_samples(data, processor.item_ids, "test", test_users)
     ranks = ranking_ranks(model, processor, test, exclude_seen=exclude_seen)
-    metrics = {**ranking_metrics(ranks), "train_seconds": seconds,
-               "train_steps": state.global_step, "epochs": state.epoch, "best_epoch": best.get("epoch"),
-               "validation_NDCG@10": best.get("eval_NDCG@10"), "seed": args[2].seed,
-               "item_init_fields": args[0].init_item_tokens_from,
-               "torch_threads": torch.get_num_threads(),
+    metrics = {**ranking_metrics(ranks), "torch_threads": torch.get_num_threads(),
                "by_target_frequency": ranking_by_frequency(ranks, target_train_counts(data, test))}
     available = set(data["tasks_test"]["task"])
-    trained = set(args[1].tasks.split(","))
-    # the other trained tasks (none for recommend-only runs) on the first `task_users` test users each
-    history = args[1].task_history_items if args[1].packed else None  # as they were trained
-    samples = {task: recent_history(select_tasks(data["tasks_test"], [task], task_users), history)
-               for task in ("search", "rate_explain", "select") if task in available and task in trained}
+    samples = {task: recent_history(select_tasks(data["tasks_test"], [task], task_users), task_history)
+               for task in ("search", "rate_explain", "select") if task in available and task in tasks}
     if "search" in samples:
         metrics["search"] = evaluate_ranking(model, processor, samples["search"])
     if "rate_explain" in samples:
@@ -212,6 +220,4 @@ def run_unimp(dataset: str, variant: str, output_dir: Path, preset: str, epochs:
             explanation = "explanation: most common"
             floors[explanation] = task_baselines(data, {"rate_explain": samples["rate_explain"][:50]})[explanation]
         metrics["task_baselines"] = floors
-    return metrics, model, processor, data
-
-
+    return metrics

@@ -1,4 +1,5 @@
-"""Atomic folder writes for datasets, image tokenizers and exports (not shipped to the Hub)."""
+"""Atomic writes of folders (datasets, image tokenizers, exports) and files (image cache, results) (not shipped to
+the Hub)."""
 
 from __future__ import annotations
 
@@ -34,4 +35,18 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary sibling and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".part-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
         raise

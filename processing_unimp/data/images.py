@@ -12,7 +12,6 @@ import http.client
 import io
 import json
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .files import atomic_write
 
 _NO_RETRY_STATUS = frozenset({400, 401, 403, 404, 410, 451})  # a retry cannot fix these
 
@@ -36,18 +37,6 @@ def validate_image_bytes(data: bytes) -> bool:
             return image.width > 0 and image.height > 0
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return False
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary sibling and a rename."""
-    handle, temporary = tempfile.mkstemp(prefix=".part-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class ImageCache:
@@ -75,13 +64,13 @@ class ImageCache:
     def put(self, url: str, data: bytes) -> Path:
         """Store validated image bytes for `url` and clear any earlier failure."""
         path = self.path(url)
-        _atomic_write(path, data)
+        atomic_write(path, data)
         (self.root / "failed" / f"{self.key(url)}.json").unlink(missing_ok=True)
         return path
 
     def mark_failed(self, url: str, reason: str) -> None:
         """Record that `url` is dead or corrupt, with why."""
-        _atomic_write(self.root / "failed" / f"{self.key(url)}.json",
+        atomic_write(self.root / "failed" / f"{self.key(url)}.json",
                       json.dumps({"url": url, "reason": reason}).encode())
 
     def failure(self, url: str) -> str | None:

@@ -115,3 +115,12 @@ def test_bad_items_are_refused_and_nothing_is_added():
         with pytest.raises(ValueError, match=message):
             add_items(model, processor, items)
         assert (len(processor.item_ids), len(processor.tokenizer), model.config.num_content_items) == before
+
+
+def test_a_model_trained_without_images_reads_new_items_as_their_text():
+    known, withheld, sources, _, _ = planted(users=8)
+    model, processor = content_model([{k: v for k, v in item.items() if k != "image"} for item in known + sources])
+    add_items(model, processor, withheld[:2])
+    assert not model.item_content.image_features[-2:].any()  # the image projection never learned: no image input
+    with pytest.raises(ValueError, match="no content"):  # an image alone is then no content
+        add_items(model, processor, [{"item_id": "n2", "image": withheld[2]["image"]}])
