@@ -22,7 +22,7 @@ from ..evaluation.protocol import recommend_samples
 from ..evaluation.tasks import ranking_ranks
 from ..export.hub import export
 from ..processing_unimp import UniMPProcessor
-from ..training.image_tokenizer import train_image_tokenizer
+from ..training.image_tokenizer import TOKENIZER_EPOCHS, train_image_tokenizer
 from ..training.recipe import DataArguments
 from .report import merge_results
 from .runs import evaluate_unimp, run_unimp
@@ -54,7 +54,10 @@ def train_checkpoint(dataset: str, output_dir: Path, work_dir: Path, seed: int =
     start = time.perf_counter()
     metrics, model, processor, data = run_unimp(dataset, variant, work_dir / dataset, "small", epochs, None, None,
                                                 seed=seed, **overrides)
-    block = {"recipe": {"variant": variant, "epochs": epochs, "seed": seed, **overrides},
+    recipe = {"variant": variant, "epochs": epochs, "seed": seed, **overrides}
+    if "image_tokenizer" in recipe:
+        recipe["image_tokenizer"] = f"VQ, {TOKENIZER_EPOCHS} epochs on the item images"  # not a local path
+    block = {"recipe": recipe,
              "seconds": time.perf_counter() - start, "models": {"unimp": metrics},
              "check": check_figures(model, processor, data)}
     export(work_dir / dataset / variant, output_dir / checkpoint_name(dataset), overwrite=True,

@@ -169,12 +169,20 @@ def _write(
     image_tokenizer = model_dir / IMAGE_TOKENIZER_FOLDER
     if image_tokenizer.is_dir():
         shutil.copytree(image_tokenizer, folder / IMAGE_TOKENIZER_FOLDER)
+        _drop_local_path(folder / IMAGE_TOKENIZER_FOLDER / "config.json")
     if card is None:
         card = "unimp-3b" if model.num_parameters() >= BILLION else "demo"
     template = CARD_TEMPLATES.get(str(card), Path(card))
     model_card = render_card(model, processor, template, name, repo_id, datasets, image_tokenizer.is_dir(), space)
     model_card.save(folder / "README.md")
     return processor
+
+
+def _drop_local_path(config_file: Path) -> None:
+    """diffusers records where a model was loaded from (`_name_or_path`); a published folder names no local path."""
+    config = json.loads(config_file.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _space_line(output_dir: Path, space_dir: Path | None, space_repo: str | None) -> str:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,13 @@ def test_overwrite_and_push_to_hub(trained_model_dir, tmp_path, monkeypatch, cap
     card = ModelCard.load(output / "README.md")
     assert "## Status" in card.text and 'model="org/unimp-3b-test"' in card.text and card.data.eval_results is None
     assert "Pushed: https://huggingface.co/org/unimp-3b-test/commit/0" in capsys.readouterr().out
+
+
+def test_export_names_no_local_path(trained_model_dir, tmp_path):
+    model_dir = shutil.copytree(trained_model_dir, tmp_path / "trained")
+    tokenizer_config = model_dir / "image_tokenizer" / "config.json"
+    # as a training run saves it: diffusers keeps the folder it loaded the tokenizer from
+    config = {**json.loads(tokenizer_config.read_text()), "_name_or_path": str(tmp_path)}
+    tokenizer_config.write_text(json.dumps(config))
+    exported = export_hub.export(model_dir, tmp_path / "export")
+    assert str(tmp_path) not in "".join(path.read_text() for path in exported.rglob("*.json"))
