@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from processing_unimp.backbones import BackboneArguments
-from processing_unimp.backbones.comparison import compare, default_arms, write_report
+from processing_unimp.backbones.comparison import ARMS, compare, default_arms, write_report
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.training.recipe import DataArguments
 from processing_unimp.training.trainer import UniMPTrainingArguments
@@ -30,6 +30,9 @@ class ComparisonArguments:
     budget_seconds: float = field(default=1800, metadata={"help": "Training wall clock per arm."})
     test_samples: int = field(default=50, metadata={"help": "Test rate_explain and search samples scored."})
     max_new_tokens: int = field(default=24, metadata={"help": "Explanation length cap."})
+    arms: str = field(default=",".join(ARMS), metadata={
+        "help": "Comma-separated arms to train here; run one per process to train them side by side under the same "
+                "load (both write into --output-dir)."})
 
 
 def main() -> None:
@@ -42,7 +45,8 @@ def main() -> None:
     )
     comparison, backbones, data_args, training_args = parser.parse_args_into_dataclasses()
     data = load_unimp_dataset(data_args.dataset)
-    results = compare(default_arms(backbones, data_args, data), data, data_args, training_args,
+    arms = default_arms(backbones, data_args, data, comparison.arms.split(","))
+    results = compare(arms, data, data_args, training_args,
                       comparison.budget_seconds, comparison.test_samples, comparison.max_new_tokens)
     command = "python " + shlex.join(["examples/compare_pretrained.py", *sys.argv[1:]])
     write_report(results, Path(training_args.output_dir), command)

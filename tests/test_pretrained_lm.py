@@ -197,8 +197,11 @@ def test_comparison_measures_distinct_bigrams_and_stops_on_the_clock(tmp_path):
     assert control.should_training_stop
     arm = {"train_seconds": 10.0, "steps": 3, "tokens_per_second": 120.0, "search": {"NDCG@10": 0.25},
            "explanation": {"BLEU-4": 0.1, "ROUGE-L": 0.3, "distinct-2": 0.5, "examples": [("good bag", "great bag")]}}
-    write_report({"a": arm, "b": {**arm, "search": {}}}, tmp_path, "python compare")
+    write_report({"a": arm}, tmp_path, "python compare --arms a")
+    write_report({"b": {**arm, "search": {}}}, tmp_path, "python compare --arms b")  # a second process's arm joins
     table = (tmp_path / "comparison.md").read_text()
-    assert "| a | 10 | 3 | 120 | 0.1000 | 0.3000 | 0.500 | 0.2500 |" in table and "| b |" in table
-    assert json.loads((tmp_path / "comparison.json").read_text())["command"] == "python compare"
+    threads = torch.get_num_threads()
+    assert f"| a | 10 | 3 | 120 | 0.1000 | 0.3000 | 0.500 | 0.2500 | {threads} |" in table and "| b |" in table
+    results = json.loads((tmp_path / "comparison.json").read_text())["results"]
+    assert [results[arm]["command"] for arm in "ab"] == ["python compare --arms a", "python compare --arms b"]
     assert (tmp_path / "comparison.png").stat().st_size > 0

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, set_seed
 
+from processing_unimp.data.files import atomic_write
 from processing_unimp.evaluation.metrics import text_metrics
 from processing_unimp.evaluation.tasks import evaluate_ranking, prompt_inputs
 from processing_unimp.training.recipe import (
@@ -115,23 +116,33 @@ def compare(arms: Mapping[str, Callable[[], tuple[Any, Any]]], data, data_args: 
     return results
 
 
-def default_arms(backbones: BackboneArguments, data_args: DataArguments, data) -> dict[str, Callable]:
-    """The pretrained composition (with `backbones`) and the from-scratch `small` preset."""
+ARMS = ("pretrained", "scratch")
+
+
+def default_arms(backbones: BackboneArguments, data_args: DataArguments, data,
+                 which: Sequence[str] = ARMS) -> dict[str, Callable]:
+    """The pretrained composition (with `backbones`) and/or the from-scratch `small` preset (`which`: names in
+    `ARMS`; one arm per process lets both train side by side under the same machine load)."""
+    unknown = set(which) - set(ARMS)
+    if unknown:
+        raise ValueError(f"Unknown comparison arms {sorted(unknown)}; choose among {ARMS}.")
     label = "pretrained LM" + (f" + LoRA r{backbones.lora_rank}" if backbones.lora_rank else " (frozen)")
-    return {label: lambda: composed_for_data(backbones, data_args, data), "small (from scratch)": lambda: scratch_arm(
-        data_args, data)}
+    arms = {"pretrained": (label, lambda: composed_for_data(backbones, data_args, data)),
+            "scratch": ("small (from scratch)", lambda: scratch_arm(data_args, data))}
+    return dict(arms[name] for name in ARMS if name in which)
 
 
-def markdown(results: Mapping[str, Any], command: str) -> str:
-    """The comparison table, the command that produced it, and a few generated explanations."""
-    lines = [f"Command: `{command}`", "",
-             "| model | train s | steps | tokens/s | BLEU-4 | ROUGE-L | distinct-2 | search NDCG@10 |",
-             "|---|---|---|---|---|---|---|---|"]
+def markdown(results: Mapping[str, Any]) -> str:
+    """The comparison table (each arm with the command and thread count that produced it), and a few generated
+    explanations."""
+    lines = ["| model | train s | steps | tokens/s | BLEU-4 | ROUGE-L | distinct-2 | search NDCG@10 | threads |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         e = r["explanation"]
         lines.append(f"| {name} | {r['train_seconds']:.0f} | {r['steps']} | {r['tokens_per_second']:.0f} | "
                      f"{e['BLEU-4']:.4f} | {e['ROUGE-L']:.4f} | {e['distinct-2']:.3f} | "
-                     f"{r['search'].get('NDCG@10', float('nan')):.4f} |")
+                     f"{r['search'].get('NDCG@10', float('nan')):.4f} | {r['torch_threads']} |")
+    lines += ["", *[f"{name}: `{r['command']}`" for name, r in results.items()]]
     for name, r in results.items():
         lines += ["", f"{name}, generated vs reference:"]
         lines += [f"- {generated!r} / {reference!r}" for generated, reference in r["explanation"]["examples"]]
@@ -163,9 +174,14 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(results: Mapping[str, Any], output_dir: Path, command: str) -> None:
-    """`comparison.json`, `comparison.md` and `comparison.png` in `output_dir`."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "comparison.json").write_text(json.dumps({"command": command, "results": results}, indent=2))
-    (output_dir / "comparison.md").write_text(markdown(results, command))
-    plot(results, output_dir / "comparison.png")
+def write_report(results: Mapping[str, Any], output_dir: Path, command: str) -> dict[str, Any]:
+    """Add `results` (arms run by `command`) to `output_dir`'s `comparison.json` (arms of other runs stay) and
+    rewrite it atomically with `comparison.md` and `comparison.png`; returns every arm's results."""
+    path = output_dir / "comparison.json"
+    merged = json.loads(path.read_text())["results"] if path.is_file() else {}
+    merged.update({name: {**r, "command": command, "torch_threads": torch.get_num_threads()}
+                   for name, r in results.items()})
+    atomic_write(path, json.dumps({"results": merged}, indent=2).encode())
+    (output_dir / "comparison.md").write_text(markdown(merged))
+    plot(merged, output_dir / "comparison.png")
+    return merged
