@@ -8,6 +8,7 @@ that a checkpoint still ranks its first test users as recorded when it was made.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,16 @@ def train_checkpoint(dataset: str, output_dir: Path, work_dir: Path, seed: int =
            results=_card_results(work_dir / dataset / RESULTS_FILE, dataset, block))
     merge_results(output_dir / RESULTS_FILE, dataset, block)  # after the export: it never names a missing folder
     return block
+
+
+def refresh_checkpoint(dataset: str, output_dir: Path) -> Path:
+    """Re-export `dataset`'s checkpoint from itself, carded as recorded: its code files become the packages' current
+    shipped files (no retraining; what to run after changing a shipped file)."""
+    folder = output_dir / checkpoint_name(dataset)
+    block = recorded_results(output_dir, dataset)
+    with tempfile.TemporaryDirectory() as scratch:
+        results = _card_results(Path(scratch) / RESULTS_FILE, dataset, block)
+        return export(folder, folder, results=results, overwrite=True, name=checkpoint_name(dataset), dataset=dataset)
 
 
 def check_figures(model, processor, data, users: int = CHECK_USERS) -> dict[str, Any]:

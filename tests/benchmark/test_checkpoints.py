@@ -15,8 +15,17 @@ from processing_unimp.benchmark.checkpoints import (
     recorded_results,
 )
 from processing_unimp.data.builders import load_unimp_dataset
+from processing_unimp.export import hub as export_hub
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "examples" / "checkpoints"
+
+
+@pytest.mark.parametrize("dataset", list(CHECKPOINT_RECIPES))
+def test_checkpoint_carries_the_current_shipped_code(dataset):
+    folder = CHECKPOINTS / checkpoint_name(dataset)
+    stale = [path.name for path in export_hub.code_files() if (folder / path.name).read_bytes() != path.read_bytes()]
+    assert not stale, f"{stale} changed since {folder.name} was exported: python examples/train_checkpoints.py " \
+                      "--refresh-code"
 
 
 @pytest.mark.parametrize("dataset", list(CHECKPOINT_RECIPES))
