@@ -3,7 +3,7 @@
     accelerate launch --config_file examples/accelerate/cpu.yaml examples/train.py \
         --model-preset small --dataset fashion-shop --output-dir runs/small
 
-The defaults are the recipe the benchmark and the quickstart train with (packed next-item recommend data; add
+The defaults are the recipe the benchmark trains with (packed next-item recommend data; add
 `--tasks recommend,search,rate_explain,select` for multi-task training). Any `TrainingArguments` flag works too
 (`--learning-rate`, `--num-train-epochs`, `--resume-from-checkpoint` ...).
 Each evaluation ranks the whole catalogue for validation users; the best checkpoint is chosen on validation

@@ -1,5 +1,6 @@
-"""Benchmark runs behind `examples/benchmark.py` and the quickstart: UniMP variants and the baselines, trained and
-scored under the one protocol (tables: `report`; ranking speed: `speed`). Not shipped to the Hub.
+"""Benchmark runs behind `examples/benchmark.py`, the shipped checkpoints and the quickstart: UniMP variants and the
+baselines, trained and scored under the one protocol (tables: `report`; ranking speed: `speed`). Not shipped to the
+Hub.
 """
 
 from __future__ import annotations

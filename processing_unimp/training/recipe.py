@@ -1,5 +1,5 @@
-"""The training recipe behind `examples/train.py`, the benchmark and the quickstart: its arguments, processor and
-model builders, and `run_training`.
+"""The training recipe behind `examples/train.py`, the benchmark and the shipped checkpoints: its arguments,
+processor and model builders, and `run_training`.
 
 Not shipped to the Hub. The recipe is defined here once: the defaults of `ModelArguments` and `DataArguments`, and
 `TRAINING_RECIPE` with `recipe_schedule` for the `TrainingArguments` (`training_arguments` builds them). `run_training`
