@@ -446,8 +446,6 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         self.vocab_size = config.text_config.vocab_size
         self.item_content = UniMPItemContent(config) if config.item_rows == "content" else None
         self.post_init()
-        # Free text (explanations) decodes without loops; image codes and constrained answers set it back to 0.
-        self.generation_config.no_repeat_ngram_size = 3
         # Tied output rows are saved once; a Trainer reloading a checkpoint then re-ties them instead of warning.
         tied = self.language_model.all_tied_weights_keys
         self._keys_to_ignore_on_save = [f"language_model.{k}" for k in tied] or None

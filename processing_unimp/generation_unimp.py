@@ -247,7 +247,7 @@ def generate_image_codes(
         sampling = {"temperature": temperature, "top_k": top_k or 0} if do_sample else {}
         generated = model.generate(
             **inputs, max_new_tokens=num_codes, do_sample=do_sample,
-            logits_processor=processors, pad_token_id=pad, no_repeat_ngram_size=0, **sampling,
+            logits_processor=processors, pad_token_id=pad, **sampling,
         )
         new = generated[:, inputs["input_ids"].shape[1] :].cpu()
         codes += [processor.decode_image_codes(row, (1, num_codes)).flatten() for row in new]

@@ -350,7 +350,6 @@ class PersonalizationPipeline(Pipeline):
         generated = self.model.generate(
             input_ids=inputs["input_ids"], num_beams=min(num_beams, min(map(len, tries))),
             max_new_tokens=max(trie.max_length for trie in tries) + 1, length_penalty=0.0, early_stopping=True,
-            no_repeat_ngram_size=0,
             logits_processor=LogitsProcessorList([TrieLogitsProcessor(tries, prompt_length, eos)]),
             **self._generation_kwargs(inputs, media_latents),
         )

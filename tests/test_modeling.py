@@ -164,9 +164,8 @@ def test_cached_generate_equals_uncached_greedy_decoding(family):
     model = tiny_model(family)
     ids = torch.tensor([history(2)])
     pixels = torch.randn(1, 2, 3, 16, 16)
-    # The media mask of a token depends on whether a later <eoc> follows; targets never contain one. Plain greedy
-    # decoding: the model's default blocks repeated trigrams (see the next test).
-    kwargs = dict(max_new_tokens=6, do_sample=False, suppress_tokens=[END], pad_token_id=0, no_repeat_ngram_size=0)
+    # The media mask of a token depends on whether a later <eoc> follows; targets never contain one.
+    kwargs = dict(max_new_tokens=6, do_sample=False, suppress_tokens=[END], pad_token_id=0)
     cached = model.generate(input_ids=ids, pixel_values=pixels, use_cache=True, **kwargs)
     uncached = model.generate(input_ids=ids, pixel_values=pixels, use_cache=False, **kwargs)
     manual = ids
@@ -176,19 +175,6 @@ def test_cached_generate_equals_uncached_greedy_decoding(family):
             logits[:, END] = -float("inf")
             manual = torch.cat([manual, logits.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(cached, manual) and torch.equal(uncached, manual)
-
-
-def test_free_text_decodes_without_repeated_trigrams_by_default(tmp_path):
-    model = tiny_model()
-    assert model.generation_config.no_repeat_ngram_size == 3
-    model.save_pretrained(tmp_path)
-    reloaded = type(model).from_pretrained(tmp_path)
-    assert reloaded.generation_config.no_repeat_ngram_size == 3
-    ids = torch.tensor([history(2)])
-    out = reloaded.generate(input_ids=ids, pixel_values=torch.randn(1, 2, 3, 16, 16), max_new_tokens=12,
-                            do_sample=False, suppress_tokens=[END], pad_token_id=0)[0].tolist()
-    trigrams = [tuple(out[i : i + 3]) for i in range(len(out) - 2)]
-    assert len(trigrams) == len(set(trigrams))
 
 
 def test_generate_encodes_images_once():

@@ -51,8 +51,7 @@ def ranking_speed(model, processor, samples, batch_size: int = 8) -> dict[str, f
                     full += [[processor.item_ids[i] for i in row] for row in logits.topk(10).indices.tolist()]
                 else:
                     out = model.generate(**inputs, num_beams=10, num_return_sequences=10, max_new_tokens=2,
-                                         do_sample=False, suppress_tokens=[processor.end_of_chunk_token_id],
-                                         no_repeat_ngram_size=0)
+                                         do_sample=False, suppress_tokens=[processor.end_of_chunk_token_id])
                     first = out[:, inputs["input_ids"].shape[1]].view(-1, 10).tolist()
                     # The original decoded each beam to text and kept those naming a catalogue item.
                     beam += [list(dict.fromkeys(token_to_item[t] for t in row if t in token_to_item)) for row in first]
