@@ -96,6 +96,16 @@ def test_tooling_lives_in_subpackages_apart_from_the_shipped_layer():
     assert not [p for p in (ROOT / "modeling_unimp").iterdir() if p.is_dir() and p.name != "__pycache__"]
 
 
+def test_tooling_imports_its_own_package_one_way():
+    """Imports one way: a tooling module reaches the rest of `processing_unimp` relatively, as the shipped layer does."""
+    for path in (ROOT / "processing_unimp").glob("*/*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            absolute = [m for m in modules if m.split(".")[0] == "processing_unimp"]
+            assert not absolute, f"{path.relative_to(ROOT)}:{node.lineno} imports {absolute} absolutely"
+
+
 def _lines(paths) -> int:
     return sum(len(path.read_text().splitlines()) for path in paths)
 

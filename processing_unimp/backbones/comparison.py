@@ -15,19 +15,11 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, set_seed
 
-from processing_unimp.data.files import atomic_write
-from processing_unimp.evaluation.metrics import text_metrics
-from processing_unimp.evaluation.tasks import evaluate_ranking, prompt_inputs
-from processing_unimp.training.recipe import (
-    DataArguments,
-    ModelArguments,
-    build_model,
-    build_processor,
-    recent_history,
-    select_tasks,
-)
-from processing_unimp.training.trainer import UniMPTrainingArguments
-
+from ..data.files import atomic_write
+from ..evaluation.metrics import text_metrics
+from ..evaluation.tasks import evaluate_ranking, prompt_inputs
+from ..training.recipe import DataArguments, ModelArguments, build_model, build_processor, recent_history, select_tasks
+from ..training.trainer import UniMPTrainingArguments
 from .recipe import BackboneArguments, composed_for_data, train_packed
 
 SCRATCH_INIT = {"init_item_tokens_from": "title,categories", "item_init_image_weight": 1.0, "item_init_noise": 0.5}

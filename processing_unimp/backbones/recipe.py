@@ -13,17 +13,10 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from processing_unimp.data.builders import load_unimp_dataset
-from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, load_image_tokenizer
-from processing_unimp.training.recipe import (
-    DataArguments,
-    ModelArguments,
-    PaddingCollator,
-    build_processor,
-    training_sequences,
-)
-from processing_unimp.training.trainer import UniMPTrainer, UniMPTrainingArguments
-
+from ..data.builders import load_unimp_dataset
+from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER, load_image_tokenizer
+from ..training.recipe import DataArguments, ModelArguments, PaddingCollator, build_processor, training_sequences
+from ..training.trainer import UniMPTrainer, UniMPTrainingArguments
 from .compose import compose_unimp, convert_smollm2, default_cache_dir, small_vision_tower, trainable_parameter_counts
 
 

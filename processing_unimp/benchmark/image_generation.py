@@ -11,22 +11,23 @@ from pathlib import Path
 import torch
 
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
-from processing_unimp.baselines.tasks import task_baselines
-from processing_unimp.benchmark.runs import run_unimp
-from processing_unimp.data.builders import bundled_dataset_path, load_unimp_dataset
-from processing_unimp.evaluation.images import evaluate_image_generation, train_feature_classifier
-from processing_unimp.evaluation.tasks import evaluate_ranking
-from processing_unimp.generation_unimp import SAMPLING, generate_image_codes, retrieve_items
-from processing_unimp.image_codes_unimp import (
+
+from ..baselines.tasks import task_baselines
+from ..data.builders import bundled_dataset_path, load_unimp_dataset
+from ..evaluation.images import evaluate_image_generation, train_feature_classifier
+from ..evaluation.tasks import evaluate_ranking
+from ..generation_unimp import SAMPLING, generate_image_codes, retrieve_items
+from ..image_codes_unimp import (
     IMAGE_TOKENIZER_FOLDER,
     code_grid_size,
     decode_image_codes,
     encode_image_codes,
     load_image_tokenizer,
 )
-from processing_unimp.processing_unimp import UniMPProcessor
-from processing_unimp.training.image_tokenizer import RESULTS_FILE, TOKENIZER_EPOCHS, train_image_tokenizer
-from processing_unimp.training.recipe import recent_history, select_tasks
+from ..processing_unimp import UniMPProcessor
+from ..training.image_tokenizer import RESULTS_FILE, TOKENIZER_EPOCHS, train_image_tokenizer
+from ..training.recipe import recent_history, select_tasks
+from .runs import run_unimp
 
 METHODS = ("retrieve_then_generate", "no_retrieval", "nearest_item", "latest_history_item", "wanted_item_tokenized",
            "wanted_item")

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from processing_unimp.image_processing_unimp import load_rgb_image
+from ..image_processing_unimp import load_rgb_image
 
 
 def image_grid(rows: Sequence[Sequence[Any]], scale: int = 3, padding: int = 2) -> Image.Image:

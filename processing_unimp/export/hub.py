@@ -16,12 +16,12 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 import modeling_unimp
-import processing_unimp
 from modeling_unimp import UniMPForConditionalGeneration
-from processing_unimp import UniMPProcessor
-from processing_unimp.data.files import atomic_directory
-from processing_unimp.export.space import matching_bundled_dataset, relative_path, space_url, test_users, write_space
-from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER
+
+from .. import UniMPProcessor
+from ..data.files import atomic_directory
+from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER
+from .space import matching_bundled_dataset, relative_path, space_url, test_users, write_space
 
 CARDS = Path(__file__).resolve().parents[2] / "hub_cards"
 CARD_TEMPLATES = {"unimp-3b": CARDS / "model_unimp-3b.md", "demo": CARDS / "model_unimp-demo.md"}
@@ -41,7 +41,7 @@ CUSTOM_PIPELINES = {
         "type": "multimodal",
     }
 }
-SHIPPED_PACKAGES = (Path(modeling_unimp.__file__).parent, Path(processing_unimp.__file__).parent)
+SHIPPED_PACKAGES = (Path(modeling_unimp.__file__).parent, Path(__file__).resolve().parents[1])
 """The packages whose flat code files are the shipped layer; their subpackages are offline tooling."""
 TAGS = ["personalization", "recommendation", "custom_code", "multimodal", "unimp"]
 RANKING_METRIC = re.compile(r"^(HR|NDCG|MRR|Recall)@\d+$")

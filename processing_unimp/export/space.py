@@ -18,9 +18,9 @@ from typing import Any
 import datasets
 from huggingface_hub import HfApi, SpaceCard
 
-from processing_unimp.data.builders import BUNDLED_DATASETS, bundled_dataset_path, load_unimp_dataset
-from processing_unimp.data.files import atomic_directory
-from processing_unimp.schema_unimp import item_id_of
+from ..data.builders import BUNDLED_DATASETS, bundled_dataset_path, load_unimp_dataset
+from ..data.files import atomic_directory
+from ..schema_unimp import item_id_of
 
 SPACE_TEMPLATE = Path(__file__).resolve().parents[2] / "examples" / "space"
 SPACE_FILES = ("app.py", "requirements.txt")

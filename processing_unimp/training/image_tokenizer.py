@@ -14,9 +14,9 @@ import time
 import torch
 from tqdm.auto import trange
 
-from processing_unimp.data.files import atomic_directory
-from processing_unimp.image_codes_unimp import code_grid_size, decode_pixels, encode_pixels, tokenizer_pixels
-from processing_unimp.image_processing_unimp import load_rgb_image
+from ..data.files import atomic_directory
+from ..image_codes_unimp import code_grid_size, decode_pixels, encode_pixels, tokenizer_pixels
+from ..image_processing_unimp import load_rgb_image
 
 RESULTS_FILE = "image_tokenizer_results.json"
 TOKENIZER_EPOCHS = 32

@@ -20,19 +20,16 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
-from processing_unimp.content_unimp import CONTENT_FIELDS, fill_item_content
-from processing_unimp.data.builders import load_unimp_dataset
-from processing_unimp.evaluation.protocol import recommend_samples
-from processing_unimp.image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
-from processing_unimp.processing_unimp import UniMPProcessor
-from processing_unimp.schema_unimp import TASKS
-from processing_unimp.training.initialisation import (
-    init_image_code_tokens,
-    init_item_tokens_from_content,
-    unimp_for_processor,
-)
-from processing_unimp.training.packing import pack_histories
-from processing_unimp.training.trainer import UniMPTrainer, UniMPTrainingArguments
+
+from ..content_unimp import CONTENT_FIELDS, fill_item_content
+from ..data.builders import load_unimp_dataset
+from ..evaluation.protocol import recommend_samples
+from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
+from ..processing_unimp import UniMPProcessor
+from ..schema_unimp import TASKS
+from .initialisation import init_image_code_tokens, init_item_tokens_from_content, unimp_for_processor
+from .packing import pack_histories
+from .trainer import UniMPTrainer, UniMPTrainingArguments
 
 
 @dataclass
