@@ -19,7 +19,13 @@ from transformers import LogitsProcessorList, Pipeline
 from transformers.utils import cached_file
 
 from .content_unimp import add_items
-from .generation_unimp import NUM_RETRIEVED, check_copy_weight, check_temperature, generate_from_context
+from .generation_unimp import (
+    EXPLANATION_MAX_NEW_TOKENS,
+    NUM_RETRIEVED,
+    check_copy_weight,
+    check_temperature,
+    generate_from_context,
+)
 from .image_inputs_unimp import MAX_IMAGE_BYTES, ImagePolicy, enable_decompression_bomb_guard
 from .image_processing_unimp import MAX_IMAGE_PIXELS
 from .ranking_unimp import TokenTrie, TrieLogitsProcessor, answer_sequences
@@ -58,7 +64,7 @@ class PersonalizationPipeline(Pipeline):
           out the history's items.
         - `rate_explain` (needs `target`): `{"item_id", "title", "rating", "rating_distribution", "explanation"}`;
           `rating` is the expected rating, `rating_distribution` maps each rating value to its probability, and the
-          explanation is generated greedily (up to `max_new_tokens`) after the most likely rating.
+          explanation is generated greedily (up to `max_new_tokens`, default 64) after the most likely rating.
         - `select` (needs `candidates`): the selected candidates as `{"item_id", "score", "title"}`, best first;
           `score` is the candidate's probability among the candidates. With `num_selected=k` the `k` best are
           taken; by default the model decides how many, by trie-constrained beam search (`num_beams`).
@@ -288,7 +294,7 @@ class PersonalizationPipeline(Pipeline):
         batch: dict[str, Any],
         num_selected: int | None = None,
         num_beams: int = 4,
-        max_new_tokens: int = 32,
+        max_new_tokens: int = EXPLANATION_MAX_NEW_TOKENS,
         num_images: int = 1,
         seed: int | None = None,
         **sampling: float,

@@ -97,7 +97,7 @@ def test_tooling_lives_in_subpackages_apart_from_the_shipped_layer():
 
 
 def test_tooling_imports_its_own_package_one_way():
-    """Imports one way: a tooling module reaches the rest of `processing_unimp` relatively, as the shipped layer does."""
+    """Imports one way: tooling modules reach the rest of `processing_unimp` relatively, as the shipped layer does."""
     for path in (ROOT / "processing_unimp").glob("*/*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             modules = ([a.name for a in node.names] if isinstance(node, ast.Import)

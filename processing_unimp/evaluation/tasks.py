@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..generation_unimp import EXPLANATION_MAX_NEW_TOKENS
 from ..ranking_unimp import token_scores
 from ..schema_unimp import item_id_of
 from .metrics import paired_rmse_difference, ranking_metrics, rating_metrics, selection_metrics, text_metrics
@@ -139,7 +140,8 @@ def evaluate_rating(
 
 
 def evaluate_explanations(
-    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 16, max_new_tokens: int = 32,
+    model, processor, samples: Sequence[Mapping[str, Any]], batch_size: int = 16,
+    max_new_tokens: int = EXPLANATION_MAX_NEW_TOKENS,
     accelerator=None,
 ) -> dict[str, float]:
     """BLEU-1/4 and ROUGE-1/2/L of greedy explanations against the reference ones (samples that have one)."""

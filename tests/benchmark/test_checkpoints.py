@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from processing_unimp import UniMPProcessor
 from processing_unimp.benchmark.checkpoints import (
     CHECKPOINT_RECIPES,
     check_figures,
@@ -16,6 +17,7 @@ from processing_unimp.benchmark.checkpoints import (
 )
 from processing_unimp.data.builders import load_unimp_dataset
 from processing_unimp.export import hub as export_hub
+from processing_unimp.generation_unimp import EXPLANATION_MAX_NEW_TOKENS
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "examples" / "checkpoints"
 
@@ -62,5 +64,13 @@ def test_first_contact_answers_every_task_as_remote_code(run_isolated):
     assert len(answers["search"]) == 5 and 1 <= answers["rating"] <= 5
     words = answers["explanation"].split()
     assert words and len(set(words)) > len(words) / 2  # an explanation, not a loop
+    assert answers["explanation"].rstrip().endswith((".", "!", "?")), answers["explanation"]  # whole, not cut off
     assert answers["select"] and set(answers["select"]) <= {"fm00165", "fm00188", "fm00226"}
     assert len(answers["images"]) == 2
+
+
+def test_the_default_explanation_cap_holds_every_bundled_explanation():
+    processor = UniMPProcessor.from_pretrained(CHECKPOINTS / checkpoint_name("fashion-shop"))
+    explanations = [text for text in load_unimp_dataset("fashion-shop")["interactions"]["explanation"] if text]
+    longest = max(len(ids) for ids in processor.tokenizer(explanations, add_special_tokens=False)["input_ids"])
+    assert longest < EXPLANATION_MAX_NEW_TOKENS  # room for the end-of-text token

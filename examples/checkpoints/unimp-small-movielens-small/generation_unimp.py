@@ -29,6 +29,8 @@ SAMPLING = {"temperature": 0.5, "copy_weight": 0.25}
 """Retrieve-then-generate's default sampling, chosen on fashion-shop validation users (README, Image generation)."""
 NUM_RETRIEVED = 5
 """How many retrieved items make the generate_image prompt's context."""
+EXPLANATION_MAX_NEW_TOKENS = 64
+"""Length cap of a generated explanation: above the longest bundled one (fashion-shop: median 31 tokens, max 50)."""
 
 
 def _number(name: str, value: Any) -> float:
