@@ -389,9 +389,12 @@ class PersonalizationPipeline(Pipeline):
     # ----------------------------------------------------------------- postprocessing
     def add_items(self, items: Sequence[Mapping[str, Any]]) -> list[str]:
         """Grow the catalogue after training: the items (`item_id`, text fields, optional `image`) get item tokens
-        whose rows are computed from their content (a model with `item_rows="content"`); all or nothing. Save with
+        whose rows are computed from their content (a model with `item_rows="content"`); all or nothing. Their
+        images are read under the pipeline's image policy (a remote caller's only inline). Save with
         `save_pretrained` to keep them. Returns the added ids."""
-        return add_items(self.model, self.processor, items)
+        read = [{**item, "image": self.image_policy.read(item["image"], str(item.get("item_id")))}
+                if isinstance(item, Mapping) and item.get("image") is not None else item for item in items]
+        return add_items(self.model, self.processor, read)
 
     def _title(self, item_id: str) -> str | None:
         catalogue = self.processor.catalogue

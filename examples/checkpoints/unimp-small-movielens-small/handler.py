@@ -6,7 +6,12 @@ Hub widgets cannot run custom code, so an Inference Endpoint with this handler i
      "parameters": {"task": "search", "top_k": 10}}
 
 gets the `PersonalizationPipeline` output made JSON-ready: generated images become base64 PNG data URLs and
-rating values (dictionary keys) become strings.
+rating values (dictionary keys) become strings. A model with content item rows also takes new items,
+
+    {"add_items": [{"item_id": "N1", "title": "Trail shoes", "image": "data:image/png;base64,..."}]}
+
+answered with `{"added": ["N1"]}`: they are ranked from their content by every later request until the endpoint
+restarts (to keep them, add them with `pipeline.add_items` and push the saved model).
 
 The callers are remote, so the pipeline runs with `allow_image_paths=False` and `allow_image_urls=False`: an item's
 `image` is accepted only inline (base64 or a `data:image/...;base64,` URL, at most `max_image_bytes`, at most
@@ -28,6 +33,8 @@ PARAMETERS = ("task", "query", "target", "candidates", "top_k", "exclude_seen", 
 """The pipeline parameters a request may set; anything else (e.g. a way to fetch URLs) is refused."""
 PARAMETER_LIMITS = {"top_k": 100, "num_beams": 8, "max_new_tokens": 64, "num_images": 4, "batch_size": 16}
 """The largest value a request may give each of these parameters, so that one request cannot hold the server."""
+MAX_ADDED_ITEMS = 64
+"""The most items one `add_items` request may add."""
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_PIXELS = 2048 * 2048
 
@@ -71,8 +78,19 @@ class EndpointHandler:
         )
 
     def __call__(self, data: dict[str, Any]) -> list | dict:
-        """Run `data["inputs"]` with `data["parameters"]` (task, top_k, query, ...); errors name the bad field."""
+        """Run `data["inputs"]` with `data["parameters"]` (task, top_k, query, ...), or add `data["add_items"]` to
+        the catalogue; errors name the bad field."""
+        if isinstance(data, dict) and "add_items" in data:
+            return {"added": self.add_items(data["add_items"])}
         if not isinstance(data, dict) or "inputs" not in data:
             raise ValueError('The request needs "inputs": a dict with a "history", or a list of such dicts.')
         parameters = check_parameters(data.get("parameters") or {})
         return json_ready(self.pipeline(data["inputs"], **parameters))
+
+    def add_items(self, items: Any) -> list[str]:
+        """Add at most `MAX_ADDED_ITEMS` items (all or nothing, images inline only) to the served catalogue."""
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            raise ValueError('"add_items" must be a non-empty list of item objects (item_id, title, ..., image).')
+        if len(items) > MAX_ADDED_ITEMS:
+            raise ValueError(f'"add_items" may add at most {MAX_ADDED_ITEMS} items per request, got {len(items)}.')
+        return self.pipeline.add_items(items)
