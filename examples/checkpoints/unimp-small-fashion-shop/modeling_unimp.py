@@ -343,10 +343,6 @@ class UniMPItemContent(nn.Module):
         self.text_projection = nn.Linear(hidden, hidden, bias=False)
         self.image_projection = nn.Linear(image_dim, hidden, bias=False)
         self.residual = nn.Parameter(torch.zeros(items, hidden))
-        self.encoded_text_projection = None
-        if config.item_text_feature_size:  # a pretrained sentence encoder's features of the item's text
-            self.register_buffer("encoded_text", torch.zeros(items, config.item_text_feature_size))
-            self.encoded_text_projection = nn.Linear(config.item_text_feature_size, hidden, bias=False)
 
     def rows(self, word_rows: torch.Tensor) -> torch.Tensor:
         """`(num_items, hidden)` rows from the LM's current input-embedding matrix `word_rows`."""
@@ -360,14 +356,9 @@ class UniMPItemContent(nn.Module):
         if self.training and self.residual_dropout:
             keep = torch.ones(residual.shape[0], 1, device=residual.device, dtype=residual.dtype)
             residual = residual * F.dropout(keep, self.residual_dropout)
-        rows = self.text_projection(text.to(self.text_projection.weight.dtype)) + self.image_projection(
+        return self.text_projection(text.to(self.text_projection.weight.dtype)) + self.image_projection(
             image.to(self.image_projection.weight.dtype)
         ) + residual
-        if self.encoded_text_projection is not None:
-            has_text = self.encoded_text.abs().sum(-1, keepdim=True) > 0
-            encoded = F.layer_norm(self.encoded_text, self.encoded_text.shape[-1:]) * has_text
-            rows = rows + self.encoded_text_projection(encoded.to(self.encoded_text_projection.weight.dtype))
-        return rows
 
     def positions(self, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Per token, the index of its item in the content table, or -1 for any other token."""
@@ -377,15 +368,9 @@ class UniMPItemContent(nn.Module):
 
     @torch.no_grad()
     def grow(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
-             residual_std: float = 0.0, encoded_text: torch.Tensor | None = None) -> None:
-        """Append items (their token ids, padded text ids, pooled image features, sentence-encoder features where
-        the table has them); their residuals start at N(0, residual_std), zero (content alone) for items added after
-        training."""
-        if self.encoded_text_projection is not None:
-            if encoded_text is None or encoded_text.shape != (len(token_ids), self.encoded_text.shape[1]):
-                raise ValueError(f"encoded_text must be ({len(token_ids)}, {self.encoded_text.shape[1]}): the "
-                                 "model's item_text_encoder features of the new items.")
-            self.encoded_text = torch.cat([self.encoded_text, encoded_text.to(self.encoded_text)])
+             residual_std: float = 0.0) -> None:
+        """Append items (their token ids, padded text ids, pooled image features); their residuals start at
+        N(0, residual_std), zero (content alone) for items added after training."""
         self.token_ids = torch.cat([self.token_ids, token_ids.to(self.token_ids)])
         self.text_ids = torch.cat([self.text_ids, text_ids.to(self.text_ids)])
         self.image_features = torch.cat([self.image_features, image_features.to(self.image_features)])
@@ -827,17 +812,16 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         return F.adaptive_avg_pool2d(grid, self.config.item_image_grid).flatten(1).float()
 
     def add_item_content(self, token_ids: torch.Tensor, text_ids: torch.Tensor, image_features: torch.Tensor,
-                         residual_std: float = 0.0, encoded_text: torch.Tensor | None = None) -> None:
+                         residual_std: float = 0.0) -> None:
         """Append items to the content table (token ids `(n,)`, text ids `(n, L)` padded with -1, pooled image
-        features `(n, F)`, zeros where an item has no image; with `config.item_text_encoder`, its features `(n, E)`).
-        Their residuals start at N(0, residual_std): random for items about to be trained (as free rows start), zero
-        for items added after training."""
+        features `(n, F)`, zeros where an item has no image). Their residuals start at N(0, residual_std): random
+        for items about to be trained (as free rows start), zero for items added after training."""
         if self.item_content is None:
             raise ValueError("This model has free item rows (config.item_rows='free'): it has no content table.")
         known = set(self.item_content.token_ids.tolist()) & set(token_ids.tolist())
         if known:
             raise ValueError(f"Item tokens {sorted(known)[:5]} already have content rows.")
-        self.item_content.grow(token_ids, text_ids, image_features, residual_std, encoded_text)
+        self.item_content.grow(token_ids, text_ids, image_features, residual_std)
         self.config.num_content_items = len(self.item_content.token_ids)
         self.apply_trainable_policy()
 

@@ -155,9 +155,6 @@ class UniMPConfig(PreTrainedConfig):
             per item, and the side of the grid the patch features are pooled to.
         item_residual_dropout: probability that an item's residual is dropped whole in a training step, so that
             content alone must rank.
-        item_text_encoder, item_text_feature_size: with content item rows, a pretrained sentence encoder (a model
-            folder or Hub id) whose mean-pooled features of the item's text also enter its row through a learned
-            projection, and their size (0: none).
     """
 
     model_type = "unimp"
@@ -196,8 +193,6 @@ class UniMPConfig(PreTrainedConfig):
     item_text_length: int = 24
     item_image_grid: int = 2
     item_residual_dropout: float = 0.5
-    item_text_encoder: str | None = None
-    item_text_feature_size: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

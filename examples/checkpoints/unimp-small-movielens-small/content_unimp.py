@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import AutoModel, AutoTokenizer
 
 from .image_processing_unimp import load_rgb_image
 from .schema_unimp import items_dataset
@@ -23,29 +21,8 @@ def item_text(attributes: Mapping[str, Any]) -> str:
     return " ".join(" ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in values if v)
 
 
-_TEXT_ENCODERS: dict[str, tuple[Any, Any]] = {}
-
-
-def encode_item_texts(encoder: str, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """`(n, E)` mean-pooled, L2-normalised features of `texts` from the sentence encoder `encoder` (a model folder
-    or Hub id, loaded once per process); zeros for an empty text."""
-    if encoder not in _TEXT_ENCODERS:
-        _TEXT_ENCODERS[encoder] = (AutoTokenizer.from_pretrained(encoder), AutoModel.from_pretrained(encoder).eval())
-    tokenizer, model = _TEXT_ENCODERS[encoder]
-    parts = [torch.zeros(0, model.config.hidden_size)]
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        parts.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1))
-    features = torch.cat(parts)
-    return features * torch.tensor([bool(text) for text in texts], dtype=features.dtype).unsqueeze(-1)
-
-
-def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """`add_item_content`'s content of `items`: `text_ids` (n, L) padded with -1, `image_features` (n, F) (zeros
-    without an image) and, with `config.item_text_encoder`, `encoded_text` (n, E).
+def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(text_ids (n, L) padded with -1, image_features (n, F), zeros without an image)` of `items`.
 
     Raises a `ValueError` naming the item when its image cannot be read.
     """
@@ -66,17 +43,15 @@ def content_inputs(model, processor, items: Sequence[Mapping[str, Any]]) -> dict
             part = rows[start : start + 256]
             pixels = processor.image_processor([images[r] for r in part], return_tensors="pt")["pixel_values"]
             features[part] = model.item_image_features(pixels.to(device)).cpu()
-    content = {"text_ids": text_ids, "image_features": features}
-    if model.config.item_text_encoder:
-        content["encoded_text"] = encode_item_texts(model.config.item_text_encoder, texts)
-    return content
+    return text_ids, features
 
 
 def fill_item_content(model, processor) -> int:
     """Give every catalogue item of `processor` a content row in `model` (a model built with item_rows='content'
     and an empty table); returns how many."""
     items = [_attributes(processor, item_id) for item_id in processor.item_ids]
-    model.add_item_content(torch.tensor(processor.item_token_ids), **content_inputs(model, processor, items),
+    text_ids, features = content_inputs(model, processor, items)
+    model.add_item_content(torch.tensor(processor.item_token_ids), text_ids, features,
                            residual_std=model.config.initializer_range)
     return len(items)
 
@@ -95,11 +70,11 @@ def add_items(model, processor, items: Sequence[Mapping[str, Any]]) -> list[str]
     for item in items:
         if not item_text(item) and item.get("image") is None:
             raise ValueError(f"Item {item['item_id']!r}: no content (fields {CONTENT_FIELDS} and `image` are empty).")
-    content = content_inputs(model, processor, items)
+    text_ids, features = content_inputs(model, processor, items)
     table = items_dataset([dict(item) for item in items])
     token_ids = processor.add_items(ids, table)
     model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
-    model.add_item_content(torch.tensor(token_ids), **content)
+    model.add_item_content(torch.tensor(token_ids), text_ids, features)
     return ids
 
 
