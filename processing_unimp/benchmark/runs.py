@@ -60,12 +60,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
-    # only items with a train interaction are negatives in the training softmax (content-SASRec's rule)
-    "unimp-content-residual-0.2-trained-softmax": ({"item_rows": "content", "freeze_vision_tower": True,
-                                                    "item_residual_dropout": 0.2}, {"softmax_items": "trained"}),
-    "unimp-content-residual-0.2-trained-softmax-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
-                                                              "item_residual_dropout": 0.2, "use_images": False},
-                                                             {"softmax_items": "trained"}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),
     "unimp-id-only": ({"use_images": False, "init_item_tokens_from": "", "item_init_image_weight": 0.0,
                        "item_init_noise": 0.0}, {}),

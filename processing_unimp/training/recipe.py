@@ -390,13 +390,6 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def untrained_item_tokens(processor, train_item_ids: Iterable[str]) -> list[int]:
-    """The item tokens of the catalogue items with no train interaction (`--softmax-items trained` leaves them out
-    of the training loss's softmax)."""
-    trained = set(train_item_ids)
-    return [token for item_id, token in zip(processor.item_ids, processor.item_token_ids) if item_id not in trained]
-
-
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: UniMPTrainingArguments):
     """Build the processor and model, train with validation ranking, save; returns (trainer, processor, data)."""
     if data_args.generate_contexts not in ("history", "mixed"):
@@ -434,7 +427,6 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         data_collator=collator,
         processing_class=processor,
         ranking_samples=recommend_samples(data, processor.item_ids, "validation", data_args.max_eval_users),
-        untrained_token_ids=untrained_item_tokens(processor, data["train"]["item_id"]),
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -109,19 +109,11 @@ class UniMPTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the processor's extra columns (images, token kinds, task ids)."}
     )
-    softmax_items: str = field(
-        default="all",
-        metadata={"help": "all: every catalogue item is a negative in the training loss; trained: only items with a "
-                          "train interaction are, so that an item seen only at validation (or about to be added) is "
-                          "not pushed down before it is ever a target (content-SASRec's rule)."},
-    )
 
     def __post_init__(self):
         self.use_cpu = resolve_use_cpu(self.use_cpu)  # else torchrun on a CPU host trains independent copies
         super().__post_init__()
         parse_task_weights(self.task_weights)  # fail at parse time, not at the first step
-        if self.softmax_items not in ("all", "trained"):
-            raise ValueError(f"--softmax-items must be 'all' or 'trained', not {self.softmax_items!r}.")
 
 
 class UniMPTrainer(Trainer):
@@ -133,9 +125,8 @@ class UniMPTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, ranking_samples=None, untrained_token_ids: list[int] | None = None, **kwargs):
+    def __init__(self, *args, ranking_samples=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.untrained_token_ids = torch.tensor(untrained_token_ids or [], dtype=torch.long)
         weights = parse_task_weights(getattr(self.args, "task_weights", ""))
         self.task_weights = torch.tensor([weights.get(task, 1.0) for task in TASKS])
         self.ranking_samples = ranking_samples
@@ -193,11 +184,8 @@ class UniMPTrainer(Trainer):
         if getattr(self.args, "logits_at_labels", False):
             inputs["logits_to_keep"] = supervised_positions(labels)
         outputs = model(**inputs)
-        logits = outputs.logits
-        if getattr(self.args, "softmax_items", "all") == "trained" and len(self.untrained_token_ids):
-            logits = logits.index_fill(-1, self.untrained_token_ids.to(logits.device), float("-inf"))
         loss = unimp_loss(
-            logits,
+            outputs.logits,
             labels,
             token_kinds,
             task_ids,

@@ -197,19 +197,3 @@ def test_frozen_vision_tower_encodes_each_image_once_with_the_same_loss(tmp_path
         else:
             assert sum(calls) == 8
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
-
-
-def test_softmax_over_trained_items_leaves_untrained_item_rows_alone(tmp_path):
-    untrained = list(range(200, 240))  # item tokens no sample is labelled with (make_samples labels 100-199)
-    moved = {}
-    for items in ("all", "trained"):
-        model = make_model()
-        rows = model.get_output_embeddings().weight
-        before = rows.detach().clone()
-        UniMPTrainer(model=model, args=trainer_args(tmp_path / items, softmax_items=items),
-                     train_dataset=make_samples(8), untrained_token_ids=untrained).train()
-        moved[items] = (rows.detach() - before).abs().sum(-1)
-    assert moved["all"][untrained].min() > 0  # every item is a negative: pushed down
-    assert moved["trained"][untrained].max() == 0 and moved["trained"][100:200].max() > 0
-    with pytest.raises(ValueError, match="softmax-items"):
-        trainer_args(tmp_path, softmax_items="seen")
