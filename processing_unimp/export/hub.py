@@ -41,7 +41,7 @@ CUSTOM_PIPELINES = {
         "type": "multimodal",
     }
 }
-SHIPPED_PACKAGES = (Path(modeling_unimp.__file__).parent, Path(__file__).resolve().parents[1])
+SHIPPED_PACKAGES = (Path(modeling_unimp.__file__).parent, Path(__file__).parents[1])
 """The packages whose flat code files are the shipped layer; their subpackages are offline tooling."""
 TAGS = ["personalization", "recommendation", "custom_code", "multimodal", "unimp"]
 RANKING_METRIC = re.compile(r"^(HR|NDCG|MRR|Recall)@\d+$")
