@@ -57,6 +57,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content": ({"item_rows": "content", "freeze_vision_tower": True}, {}),
     "unimp-content-residual-0.2": ({"item_rows": "content", "freeze_vision_tower": True,
                                     "item_residual_dropout": 0.2}, {}),
+    # the same plus a content-only ranking loss in every step (a two-tower logit: content must rank on its own)
+    "unimp-content-two-tower": ({"item_rows": "content", "freeze_vision_tower": True, "item_residual_dropout": 0.2,
+                                 "item_content_loss_coef": 1.0}, {}),
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
