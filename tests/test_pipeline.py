@@ -54,6 +54,12 @@ def test_top_k_and_exclude_seen(pipe):
 def test_every_task(pipe):
     search = pipe({"history": ["C3", "D4"], "query": "blue shirt"}, task="search", top_k=3)
     assert len(search) == 3 and all(set(result) == {"item_id", "score", "title"} for result in search)
+    assert search[0]["item_id"] == "B2"  # the one item holding both words comes first
+    # Items holding more of the query's words first, each tier in the model's order (the scores stay the model's).
+    ranked = pipe({"history": ["C3"], "query": "shoes hat"}, task="search", top_k=None)
+    assert {r["item_id"] for r in ranked[:2]} == {"A1", "C3"} and len(ranked) == len(ITEM_IDS)
+    for tier in (ranked[:2], ranked[2:]):
+        assert [r["score"] for r in tier] == sorted((r["score"] for r in tier), reverse=True)
 
     rated = pipe(history=[{"item_id": "A1", "rating": 5, "explanation": "Great fit"}], task="rate_explain",
                  target={"item_id": "D4", "rating": 2})  # a given rating is ignored, not leaked

@@ -1,30 +1,23 @@
 """Trivial baselines for UniMP's non-recommend tasks, scored with the same metrics as UniMP (offline, not shipped).
 
 They give the floor that UniMP's search, rating, explanation and selection figures on the test split must beat:
-user-mean rating, a random candidate, popularity within the query's words, and the most common explanation.
+user-mean rating, a random candidate, popularity among the items matching the query, and the most common explanation.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from ..catalogue_unimp import ItemCatalogue
 from ..evaluation.metrics import ranking_metrics, rating_metrics, selection_metrics, text_metrics
 from ..evaluation.protocol import rank_targets
+from ..ranking_unimp import tiered
 from ..schema_unimp import item_id_of
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _words(text: str) -> set[str]:
-    """The lower-cased alphanumeric words of `text`."""
-    return set(_WORD.findall(text.lower()))
 
 
 def user_mean_ratings(samples: Sequence[Mapping[str, Any]], train) -> torch.Tensor:
@@ -52,30 +45,24 @@ def _random_selection(samples: Sequence[Mapping[str, Any]], seed: int) -> dict[s
 
 
 class QueryPopularity:
-    """Search's floor as a protocol scorer: train popularity over the items sharing a word (title or categories)
-    with the query; all items by popularity when none does."""
+    """Search's floor as a protocol scorer: train popularity within the tiers UniMP's search ranks by (items holding
+    more of the query's words first, `ItemCatalogue.query_word_counts`)."""
 
     def __init__(self, items, train):
-        item_ids = list(items["item_id"])
-        self.index = {item_id: i for i, item_id in enumerate(item_ids)}
-        self.popularity = torch.zeros(len(item_ids))
+        self.catalogue = ItemCatalogue(items)
+        self.index = {item_id: i for i, item_id in enumerate(self.catalogue.item_ids)}
+        self.popularity = torch.zeros(len(self.index))
         for item_id, count in Counter(train["item_id"]).items():
             if item_id in self.index:
                 self.popularity[self.index[item_id]] = count
-        self.by_word: dict[str, list[int]] = {}
-        for i, (title, categories) in enumerate(zip(items["title"], items["categories"])):
-            for word in _words(" ".join([title or "", *(categories or [])])):
-                self.by_word.setdefault(word, []).append(i)
 
     def score(self, histories: Sequence[Sequence[int]], queries: Sequence[str | None]) -> torch.Tensor:
-        """`(B, num_items)`: popularity, `-inf` outside the items matching each query (when any does)."""
-        scores = self.popularity.repeat(len(histories), 1)
+        """`(B, num_items)`: popularity, ordered by query-word tier first."""
+        tiers = torch.zeros(len(histories), len(self.index))
         for row, query in enumerate(queries):
-            matching = sorted({i for word in _words(query or "") for i in self.by_word.get(word, [])})
-            if matching:
-                scores[row] = -math.inf
-                scores[row, matching] = self.popularity[matching]
-        return scores
+            for item_id, count in self.catalogue.query_word_counts(query).items():
+                tiers[row, self.index[item_id]] = count
+        return tiered(self.popularity.repeat(len(histories), 1), tiers)
 
 
 def _category_popularity_search(samples: Sequence[Mapping[str, Any]], items, train) -> dict[str, float]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..generation_unimp import EXPLANATION_MAX_NEW_TOKENS
-from ..ranking_unimp import token_scores
+from ..ranking_unimp import tiered, token_scores
 from ..schema_unimp import item_id_of
 from .metrics import paired_rmse_difference, ranking_metrics, rating_metrics, selection_metrics, text_metrics
 from .protocol import gather, process_batches, rank_targets
@@ -65,7 +65,10 @@ class UniMPScorer:
         samples = [{"task": "recommend" if query is None else "search", "query": query,
                     "history": [item_ids[i] for i in history]} for history, query in zip(histories, queries)]
         inputs = prompt_inputs(self.processor, samples, next(self.model.parameters()).device)
-        return token_scores(answer_logits(self.model, inputs), self.processor.item_token_ids)
+        scores = token_scores(answer_logits(self.model, inputs), self.processor.item_token_ids)
+        if any(query is not None for query in queries):  # search: query-word tiers first (processor.query_tiers)
+            scores = tiered(scores, self.processor.query_tiers(queries).to(scores.device))
+        return scores
 
 
 def ranking_ranks(

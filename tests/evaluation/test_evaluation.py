@@ -42,8 +42,10 @@ def test_unimp_ranks_through_the_protocol_like_every_baseline(processor):
     expected = []
     for sample in samples:
         logits = answer_logits(model, prompt_inputs(processor, [sample], "cpu"))
-        ranked = processor.rank_items(logits, top_k=None, exclude=[[h["item_id"] for h in sample["history"]]])[0]
+        ranked = processor.rank_items(logits, top_k=None, exclude=[[h["item_id"] for h in sample["history"]]],
+                                      queries=[sample.get("query")])[0]
         expected.append(ranked.index(sample["target"]["item_id"]) + 1)
+    assert expected[1] == 1  # "green hat": the one item whose title holds both words
     assert ranking_ranks(model, processor, samples, batch_size=2).tolist() == expected
     scorer = UniMPScorer(model, processor)
     recommend_only = scorer_ranks(scorer, split, "test", batch_size=2).tolist()
