@@ -60,6 +60,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the same plus a content-only ranking loss in every step (a two-tower logit: content must rank on its own)
     "unimp-content-two-tower": ({"item_rows": "content", "freeze_vision_tower": True, "item_residual_dropout": 0.2,
                                  "item_content_loss_coef": 1.0}, {}),
+    # content rows whose residuals start at the train-interaction SVD (rank 32), movielens' best free-row start
+    "unimp-content-collaborative-32": ({"item_rows": "content", "freeze_vision_tower": True,
+                                        "item_residual_dropout": 0.2, "item_init_interaction_weight": 1.0,
+                                        "item_init_interaction_rank": 32}, {}),
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),

@@ -163,6 +163,19 @@ def init_item_tokens_from_content(model, processor, fields: Sequence[str] = ("ti
 
 
 @torch.no_grad()
+def init_item_residuals_from_interactions(model, processor, interactions: Iterable[tuple[str, str]],
+                                          rank: int | None = None, seed: int = 0) -> int:
+    """Start the content rows' per-item residuals at the collaborative part of `item_content_rows` (a projection of
+    each item's interaction-SVD factor, at the embedding's scale), the start that serves free rows best on
+    movielens-small; items without train interactions keep theirs. Returns how many were set."""
+    rows, has_interactions = item_content_rows(model, processor, fields=(), seed=seed, interactions=interactions,
+                                               interaction_weight=1.0, interaction_rank=rank)
+    residual = model.item_content.residual
+    residual[has_interactions] = rows[has_interactions].to(residual.dtype).to(residual.device)
+    return int(has_interactions.sum())
+
+
+@torch.no_grad()
 def init_image_code_tokens(model, processor, image_tokenizer, seed: int = 0) -> None:
     """Start each `<img_k>` row at a fixed random projection of VQ codebook vector k, at the embedding's scale, so
     that codes that decode alike start close."""

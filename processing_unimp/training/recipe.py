@@ -27,7 +27,12 @@ from ..evaluation.protocol import recommend_samples
 from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_image_tokenizer
 from ..processing_unimp import UniMPProcessor
 from ..schema_unimp import TASKS
-from .initialisation import init_image_code_tokens, init_item_tokens_from_content, unimp_for_processor
+from .initialisation import (
+    init_image_code_tokens,
+    init_item_residuals_from_interactions,
+    init_item_tokens_from_content,
+    unimp_for_processor,
+)
 from .packing import pack_histories
 from .trainer import UniMPTrainer, UniMPTrainingArguments
 
@@ -79,7 +84,8 @@ class ModelArguments:
     item_init_interaction_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of the item's factor in a truncated SVD of the train (user x item) matrix in its "
-                          "token's start (a collaborative start; 0 = content only)."},
+                          "token's start (a collaborative start; 0 = content only). With content item rows: any "
+                          "weight above 0 starts the per-item residuals there instead."},
     )
     item_init_interaction_rank: int | None = field(
         default=None,
@@ -269,6 +275,9 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
                                     item_content_loss_coef=model_args.item_content_loss_coef, **media, **frozen)
     if model.config.item_rows == "content" and not model_args.model_name_or_path:
         fill_item_content(model, processor)
+        if model_args.item_init_interaction_weight:
+            init_item_residuals_from_interactions(model, processor, interactions,
+                                                  model_args.item_init_interaction_rank)
     elif not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if (fields or model_args.item_init_image_weight or model_args.item_init_noise

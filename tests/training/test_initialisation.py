@@ -58,6 +58,31 @@ def test_item_rows_start_close_for_items_the_same_users_consumed(catalogue_items
         assert torch.linalg.matrix_rank(low[has_content]).item() == rank
 
 
+def test_content_rows_residuals_start_from_the_interactions(catalogue_items):
+    """With content item rows the collaborative start goes into the per-item residuals (the content part stays
+    computed from content): items consumed by the same users start with the same residual."""
+    from processing_unimp import UniMPProcessor
+    from processing_unimp.content_unimp import fill_item_content
+    from processing_unimp.training.initialisation import (
+        init_item_residuals_from_interactions,
+        item_content_rows,
+        unimp_for_processor,
+    )
+
+    processor = UniMPProcessor.from_catalogue(catalogue_items[:4], vocab_size=300, image_size=16)
+    model = unimp_for_processor("tiny", processor, item_rows="content", freeze_vision_tower=True)
+    fill_item_content(model, processor)
+    before = model.item_content.residual.detach().clone()
+    pairs = [("u1", "A1"), ("u1", "B2"), ("u2", "A1"), ("u2", "B2"), ("u3", "C3")]
+    assert init_item_residuals_from_interactions(model, processor, pairs) == 3
+    residual = dict(zip(processor.item_ids, model.item_content.residual.detach()))
+    expected, _ = item_content_rows(model, processor, fields=(), interactions=pairs, interaction_weight=1.0)
+    torch.testing.assert_close(residual["A1"], residual["B2"])
+    torch.testing.assert_close(residual["C3"], expected[processor.item_ids.index("C3")])
+    untouched = processor.item_ids.index("D4")  # no interaction: its residual keeps its random start
+    torch.testing.assert_close(model.item_content.residual[untouched].detach(), before[untouched])
+
+
 def test_interaction_factors_take_a_catalogue_too_large_for_a_dense_matrix():
     """60,000 users x 30,000 items would be 7.2 GB as a dense float matrix; the factors come from a sparse one."""
     from processing_unimp.training.initialisation import interaction_factors
