@@ -155,9 +155,6 @@ class UniMPConfig(PreTrainedConfig):
             per item, and the side of the grid the patch features are pooled to.
         item_residual_dropout: probability that an item's residual is dropped whole in a training step, so that
             content alone must rank.
-        item_content_loss_coef: weight of a second, content-only ranking loss (a two-tower logit): in every
-            training step the same hidden states also score every item by its content row without the residual,
-            so that content ranks on its own, not only when a residual is dropped. 0 turns it off.
     """
 
     model_type = "unimp"
@@ -196,7 +193,6 @@ class UniMPConfig(PreTrainedConfig):
     item_text_length: int = 24
     item_image_grid: int = 2
     item_residual_dropout: float = 0.5
-    item_content_loss_coef: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -51,12 +51,9 @@ class UniMPCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     `image_outputs` (the 5.x multimodal field) holds the images resampled in this call: patch features as
     `last_hidden_state` (see `get_image_features`), latents as `pooler_output`; `None` for text only or when the call
     received `media_latents`. `media_latents` are the latents the text attended to: `generate` computes them once.
-    `content_item_logits` (training with `config.item_content_loss_coef`, content item rows) score every item by
-    its content row alone, `(..., num_content_items)` in content-table order, for the content-only ranking loss.
     """
 
     media_latents: torch.FloatTensor | None = None
-    content_item_logits: torch.FloatTensor | None = None
 
 
 def eager_attention_forward(
@@ -347,24 +344,21 @@ class UniMPItemContent(nn.Module):
         self.image_projection = nn.Linear(image_dim, hidden, bias=False)
         self.residual = nn.Parameter(torch.zeros(items, hidden))
 
-    def content_rows(self, word_rows: torch.Tensor) -> torch.Tensor:
-        """`(num_items, hidden)` rows from content alone, read from the LM's input-embedding matrix `word_rows`."""
+    def rows(self, word_rows: torch.Tensor) -> torch.Tensor:
+        """`(num_items, hidden)` rows from the LM's current input-embedding matrix `word_rows`."""
         present = (self.text_ids >= 0).unsqueeze(-1).to(word_rows.dtype)
         words = word_rows[self.text_ids.clamp(min=0)] * present
         text = words.sum(1) / present.sum(1).clamp(min=1)
         text = F.layer_norm(text, text.shape[-1:]) * present.amax(1)
         has_image = self.image_features.abs().sum(-1, keepdim=True) > 0
         image = F.layer_norm(self.image_features, self.image_features.shape[-1:]) * has_image
+        residual = self.residual
+        if self.training and self.residual_dropout:
+            keep = torch.ones(residual.shape[0], 1, device=residual.device, dtype=residual.dtype)
+            residual = residual * F.dropout(keep, self.residual_dropout)
         return self.text_projection(text.to(self.text_projection.weight.dtype)) + self.image_projection(
             image.to(self.image_projection.weight.dtype)
-        )
-
-    def residual_rows(self) -> torch.Tensor:
-        """The per-item residuals, each dropped whole with probability `residual_dropout` in training."""
-        if not (self.training and self.residual_dropout):
-            return self.residual
-        keep = torch.ones(self.residual.shape[0], 1, device=self.residual.device, dtype=self.residual.dtype)
-        return self.residual * F.dropout(keep, self.residual_dropout)
+        ) + residual
 
     def positions(self, input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Per token, the index of its item in the content table, or -1 for any other token."""
@@ -785,7 +779,6 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_outputs=image_outputs,
             media_latents=media_latents,
-            content_item_logits=getattr(outputs, "content_item_logits", None),
         )
 
     def _language_model(self, input_ids, inputs_embeds, logits_to_keep, **kwargs) -> CausalLMOutputWithPast:
@@ -796,8 +789,7 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                 logits_to_keep=logits_to_keep, return_dict=True, **kwargs,
             )
         embeddings = self.get_input_embeddings()
-        content = self.item_content.content_rows(embeddings.weight)
-        rows = content + self.item_content.residual_rows()
+        rows = self.item_content.rows(embeddings.weight)
         inputs_embeds = embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         position = self.item_content.positions(input_ids, embeddings.weight.shape[0])
         item_embeds = rows[position.clamp(min=0)].to(inputs_embeds.dtype)
@@ -807,11 +799,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         logits = self.get_output_embeddings()(hidden)
         item_logits = (hidden @ rows.to(hidden.dtype).T).to(logits.dtype)
         logits = logits.index_copy(-1, self.item_content.token_ids, item_logits)
-        content_logits = None
-        if self.training and self.config.item_content_loss_coef:
-            content_logits = (hidden @ content.to(hidden.dtype).T).to(logits.dtype)
-        return UniMPCausalLMOutputWithPast(logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
-                                           attentions=outputs.attentions, content_item_logits=content_logits)
+        return CausalLMOutputWithPast(logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions)
 
     # ----- content item rows ----------------------------------------------------------------------------------------
     @torch.no_grad()

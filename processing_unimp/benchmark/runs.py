@@ -57,9 +57,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content": ({"item_rows": "content", "freeze_vision_tower": True}, {}),
     "unimp-content-residual-0.2": ({"item_rows": "content", "freeze_vision_tower": True,
                                     "item_residual_dropout": 0.2}, {}),
-    # the same plus a content-only ranking loss in every step (a two-tower logit: content must rank on its own)
-    "unimp-content-two-tower": ({"item_rows": "content", "freeze_vision_tower": True, "item_residual_dropout": 0.2,
-                                 "item_content_loss_coef": 1.0}, {}),
     # content rows whose residuals start at the train-interaction SVD (rank 32), movielens' best free-row start
     "unimp-content-collaborative-32": ({"item_rows": "content", "freeze_vision_tower": True,
                                         "item_residual_dropout": 0.2, "item_init_interaction_weight": 1.0,

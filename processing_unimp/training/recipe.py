@@ -102,9 +102,6 @@ class ModelArguments:
     item_residual_dropout: float = field(
         default=0.5, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
                                        "in a training step, so that content alone must rank."})
-    item_content_loss_coef: float = field(
-        default=0.0, metadata={"help": "With content item rows: weight of a content-only ranking loss in every step "
-                                       "(the same hidden states score every item by its content row alone)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -271,8 +268,7 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         frozen = ({} if model_args.freeze_vision_tower is None
                   else {"freeze_vision_tower": model_args.freeze_vision_tower})
         model = unimp_for_processor(model_args.model_preset, processor, item_rows=model_args.item_rows,
-                                    item_residual_dropout=model_args.item_residual_dropout,
-                                    item_content_loss_coef=model_args.item_content_loss_coef, **media, **frozen)
+                                    item_residual_dropout=model_args.item_residual_dropout, **media, **frozen)
     if model.config.item_rows == "content" and not model_args.model_name_or_path:
         fill_item_content(model, processor)
         if model_args.item_init_interaction_weight:

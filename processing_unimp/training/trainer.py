@@ -71,29 +71,6 @@ def unimp_loss(
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
 
-def content_ranking_loss(
-    content_logits: torch.Tensor,
-    labels: torch.Tensor,
-    item_token_ids: torch.Tensor,
-    num_items_in_batch: int | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of the content-only item scores (`content_item_logits`, columns in `item_token_ids` order) at
-    the positions whose label is an item token, divided by the same supervised-token count as `unimp_loss`."""
-    labels = labels.to(content_logits.device)
-    supervised = labels[:, 1:] != -100
-    if content_logits.dim() == 3:
-        content_logits = content_logits[:, :-1][supervised]
-    targets = labels[:, 1:][supervised]
-    item_token_ids = item_token_ids.to(targets.device)
-    lookup = torch.full((int(max(targets.max(), item_token_ids.max())) + 1,), -1, device=targets.device)
-    lookup[item_token_ids] = torch.arange(len(item_token_ids), device=targets.device)
-    index = lookup[targets]
-    is_item = index >= 0
-    log_p = F.log_softmax(content_logits[is_item].float(), dim=-1).gather(-1, index[is_item, None]).squeeze(-1)
-    count = supervised.sum() if num_items_in_batch is None else num_items_in_batch
-    return -log_p.sum() / torch.as_tensor(count, device=log_p.device).clamp(min=1)
-
-
 def parse_task_weights(spec: str) -> dict[str, float]:
     """`"recommend=2,search=1"` -> `{"recommend": 2.0, "search": 1.0}`; unnamed tasks weigh 1."""
     weights = {}
@@ -217,11 +194,6 @@ class UniMPTrainer(Trainer):
             task_weights=self.task_weights,
             num_items_in_batch=num_items_in_batch,
         )
-        if outputs.get("content_item_logits") is not None:
-            unwrapped = self.accelerator.unwrap_model(model)
-            loss = loss + unwrapped.config.item_content_loss_coef * content_ranking_loss(
-                outputs.content_item_logits, labels, unwrapped.item_content.token_ids, num_items_in_batch
-            )
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # The count spans every process while DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
@@ -237,7 +209,6 @@ class UniMPTrainer(Trainer):
 __all__ = [
     "UniMPTrainer",
     "UniMPTrainingArguments",
-    "content_ranking_loss",
     "parse_task_weights",
     "supervised_positions",
     "unimp_loss",

@@ -11,7 +11,7 @@ from processing_unimp.content_unimp import add_items, fill_item_content
 from processing_unimp.evaluation.tasks import answer_logits, evaluate_ranking, prompt_inputs
 from processing_unimp.training.initialisation import unimp_for_processor
 from processing_unimp.training.packing import pack_histories
-from processing_unimp.training.trainer import content_ranking_loss, unimp_loss
+from processing_unimp.training.trainer import unimp_loss
 
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 40)]
 TARGETS_PER_COLOUR, WITHHELD = 8, 2
@@ -124,39 +124,3 @@ def test_a_model_trained_without_images_reads_new_items_as_their_text():
     assert not model.item_content.image_features[-2:].any()  # the image projection never learned: no image input
     with pytest.raises(ValueError, match="no content"):  # an image alone is then no content
         add_items(model, processor, [{"item_id": "n2", "image": withheld[2]["image"]}])
-
-
-def test_the_content_only_loss_ranks_items_by_content_alone():
-    known, _, sources, pairs, _ = planted(users=106)
-    processor = UniMPProcessor.from_catalogue(known + sources, vocab_size=80, image_size=16, history_ids="before")
-    torch.manual_seed(0)
-    model = unimp_for_processor("tiny", processor, item_rows="content", freeze_vision_tower=True,
-                                item_residual_dropout=0.0, item_content_loss_coef=1.0)
-    fill_item_content(model, processor)
-    with torch.no_grad():
-        model.item_content.residual.normal_()
-    interactions = [{"user_id": f"u{k}", "item_id": item, "timestamp": t}
-                    for k, pair in enumerate(pairs) for t, item in enumerate(pair)]
-    batch = processor.pad(pack_histories(processor, interactions))
-    labels = batch.pop("labels")
-    batch.pop("token_kinds"), batch.pop("task_ids")
-    assert model.eval()(**batch).content_item_logits is None  # training only
-    heads = []  # the hidden states the LM head reads in the same call
-    hook = model.get_output_embeddings().register_forward_hook(lambda module, args, out: heads.append(args[0]))
-    scores = model.train()(**batch).content_item_logits
-    hook.remove()
-    content = model.item_content
-    # Column k scores content item k by its row without the residual (the residual is not zero here).
-    rows = content.content_rows(model.get_input_embeddings().weight)
-    torch.testing.assert_close(scores, heads[0] @ rows.T)
-    # Cross-entropy over the item columns at the positions whose label is an item token, per supervised token.
-    item_of = {int(t): k for k, t in enumerate(content.token_ids)}
-    rows, targets = zip(*[((b, t), item_of[int(labels[b, t + 1])]) for b in range(len(labels))
-                          for t in range(labels.shape[1] - 1) if int(labels[b, t + 1]) in item_of])
-    picked = torch.stack([scores[b, t] for b, t in rows])
-    expected = torch.nn.functional.cross_entropy(picked, torch.tensor(targets), reduction="sum")
-    expected = expected / (labels[:, 1:] != -100).sum()
-    loss = content_ranking_loss(scores, labels, content.token_ids)
-    torch.testing.assert_close(loss, expected)
-    loss.backward()
-    assert content.text_projection.weight.grad.abs().sum() > 0 and content.image_projection.weight.grad.abs().sum() > 0
