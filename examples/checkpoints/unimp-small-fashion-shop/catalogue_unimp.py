@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
 import datasets
@@ -13,6 +15,12 @@ import pyarrow.parquet as pq
 from .schema_unimp import items_dataset
 
 CATALOGUE_FILE = "item_catalogue.parquet"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str | None) -> set[str]:
+    """The lower-cased alphanumeric words of `text`: what a search query is matched on."""
+    return set(_WORD.findall((text or "").lower()))
 
 
 class ItemCatalogue:
@@ -67,6 +75,21 @@ class ItemCatalogue:
                 added = added.add_column(name, [None] * len(added)).cast_column(name, self.table.features[name])
         added = added.select_columns(self.table.column_names).cast(self.table.features)
         return ItemCatalogue(datasets.concatenate_datasets([self.table, added]))
+
+    @cached_property
+    def _items_by_word(self) -> dict[str, list[str]]:
+        """word -> the ids of the items whose title or categories hold it (the catalogue is never mutated)."""
+        by_word: dict[str, list[str]] = {}
+        titles = self.table["title"] if "title" in self.table.column_names else [None] * len(self)
+        categories = self.table["categories"] if "categories" in self.table.column_names else [None] * len(self)
+        for item_id, title, labels in zip(self.item_ids, titles, categories):
+            for word in words(" ".join([title or "", *(labels or [])])):
+                by_word.setdefault(word, []).append(item_id)
+        return by_word
+
+    def query_word_counts(self, query: str | None) -> Counter[str]:
+        """item id -> how many of the query's words its title and categories hold (items holding none left out)."""
+        return Counter(item_id for word in words(query) for item_id in self._items_by_word.get(word, ()))
 
     def texts(self, fields: Iterable[str]) -> Iterator[str]:
         """Every non-empty text value of `fields` (lists joined), e.g. to train a tokenizer."""

@@ -151,7 +151,8 @@ def retrieve_items(
     batch_size: int = 16,
     exclude: Sequence[Sequence[str]] | None = None,
 ) -> list[list[str]]:
-    """Per user, the `num_retrieved` catalogue items that the search task ranks highest for the query, best first.
+    """Per user, the `num_retrieved` catalogue items that search ranks highest for the query (items holding more of
+    its words first, `processor.query_tiers`), best first.
 
     `exclude` gives per user item ids to leave out of the ranking.
     """
@@ -163,7 +164,8 @@ def retrieve_items(
                    in zip(histories[start : start + batch_size], queries[start : start + batch_size])]
         logits = model(**_model_inputs(model, processor, samples), logits_to_keep=1).logits[:, -1].float().cpu()
         excluded = None if exclude is None else exclude[start : start + batch_size]
-        retrieved += processor.rank_items(logits, top_k=num_retrieved, exclude=excluded)
+        retrieved += processor.rank_items(logits, top_k=num_retrieved, exclude=excluded,
+                                          queries=queries[start : start + batch_size])
     return retrieved
 
 

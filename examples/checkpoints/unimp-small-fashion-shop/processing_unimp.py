@@ -539,21 +539,38 @@ class UniMPProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------- decoding
     def rank_items(
-        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None
+        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None,
+        queries: Sequence[str | None] | None = None,
     ) -> list[list[str]]:
         """Item ids ranked by their token's logit at the `<answer>` position.
 
-        `logits` is (B, vocab) or (vocab,); `exclude` gives per row the item ids to leave out (e.g. seen items).
+        `logits` is (B, vocab) or (vocab,); `exclude` gives per row the item ids to leave out (e.g. seen items);
+        with `queries` (search) the items holding more of a row's query words rank first (`query_tiers`).
         """
-        return [[item_id for item_id, _ in row] for row in self.scored_items(logits, top_k, exclude)]
+        return [[item_id for item_id, _ in row] for row in self.scored_items(logits, top_k, exclude, queries)]
 
     def scored_items(
-        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None
+        self, logits: torch.Tensor, top_k: int | None = 10, exclude: Sequence[Iterable[str]] | None = None,
+        queries: Sequence[str | None] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """`rank_items` with each item's probability among all items: per row `(item_id, probability)`, best first."""
         positions = [[self._item_index[i] for i in item_ids if i in self._item_index] for item_ids in exclude or ()]
-        ranked = rank_tokens(logits.detach(), self.item_token_ids, top_k, positions)
+        tiers = None if queries is None else self.query_tiers(queries)
+        ranked = rank_tokens(logits.detach(), self.item_token_ids, top_k, positions, tiers)
         return [[(self.item_ids[position], score) for position, score in row] for row in ranked]
+
+    def query_tiers(self, queries: Sequence[str | None]) -> torch.Tensor:
+        """`(B, num_items)`, in item-token order: how many of each query's words an item's title and categories
+        hold. Search ranks by it first and by the model within it, a keyword match then the personalized order,
+        as a shop's search narrows and ranks (zeros for no query)."""
+        tiers = torch.zeros(len(queries), len(self.item_ids))
+        for row, query in enumerate(queries):
+            counts = self.catalogue.query_word_counts(query) if self.catalogue is not None and query else {}
+            hits = [(self._item_index[i], count) for i, count in counts.items() if i in self._item_index]
+            if hits:
+                columns, values = zip(*hits)
+                tiers[row, list(columns)] = torch.tensor(values, dtype=tiers.dtype)
+        return tiers
 
     def rating_distribution(self, logits: torch.Tensor) -> torch.Tensor:
         """Probability of each of `rating_values`: the softmax over the rating tokens' logits (..., vocab)."""

@@ -22,21 +22,31 @@ def token_scores(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor
     return logits.reshape(-1, logits.shape[-1])[:, list(token_ids)].float()
 
 
+def tiered(scores: torch.Tensor, tiers: torch.Tensor) -> torch.Tensor:
+    """`scores` `(B, n)` made to order by `tiers` `(B, n)` first (higher first) and by score within a tier: each
+    tier is lifted above the whole finite score range of its row."""
+    finite = scores.masked_fill(~scores.isfinite(), 0.0)
+    span = finite.amax(-1, keepdim=True) - finite.amin(-1, keepdim=True) + 1.0
+    return scores + tiers.to(scores.dtype) * span
+
+
 def rank_tokens(
     logits: torch.Tensor,
     token_ids: Sequence[int],
     top_k: int | None = None,
     exclude: Sequence[Iterable[int]] | None = None,
+    tiers: torch.Tensor | None = None,
 ) -> list[list[tuple[int, float]]]:
     """Rank the answer tokens `token_ids` by their logit in each row of `logits` `(B, vocab)`.
 
     Scores are probabilities under the softmax over `token_ids` alone (computed before exclusion, so a score does
-    not depend on what else is excluded). `exclude[b]` holds positions in `token_ids` to leave out of row `b`.
-    Returns, per row, up to `top_k` `(position in token_ids, probability)` pairs, best first.
+    not depend on what else is excluded). `exclude[b]` holds positions in `token_ids` to leave out of row `b`;
+    `tiers` `(B, len(token_ids))` ranks higher tiers first (`tiered`). Returns, per row, up to `top_k`
+    `(position in token_ids, probability)` pairs, best first.
     """
     scores = token_scores(logits, token_ids)
     probabilities = scores.softmax(dim=-1)
-    scores = scores.clone()
+    scores = scores.clone() if tiers is None else tiered(scores, tiers.to(scores.device))
     for row, positions in enumerate(exclude or ()):
         scores[row, list(positions)] = float("-inf")
     k = scores.shape[-1] if top_k is None else min(top_k, scores.shape[-1])

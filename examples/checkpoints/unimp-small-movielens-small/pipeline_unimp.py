@@ -305,7 +305,8 @@ class PersonalizationPipeline(Pipeline):
         output = self.model(**inputs, logits_to_keep=1)
         result = {"task": task, "samples": samples, "logits": output.logits[:, -1].float()}
         if task == "generate_image":
-            retrieved = self.processor.rank_items(result["logits"], top_k=NUM_RETRIEVED)
+            retrieved = self.processor.rank_items(result["logits"], top_k=NUM_RETRIEVED,
+                                                  queries=[sample["query"] for sample in samples])
             result["images"] = [self._generate_images(sample, context[::-1], num_images, seed, **sampling)
                                 for sample, context in zip(samples, retrieved)]
         if task == "rate_explain":
@@ -413,7 +414,8 @@ class PersonalizationPipeline(Pipeline):
         logits = outputs["logits"]
         if task in ("recommend", "search"):
             exclude = [[item_id_of(h) for h in s["history"]] for s in samples] if exclude_seen else None
-            ranked = self.processor.scored_items(logits, top_k, exclude)
+            queries = [s["query"] for s in samples] if task == "search" else None
+            ranked = self.processor.scored_items(logits, top_k, exclude, queries)
             return [[self._item(item_id, score) for item_id, score in row] for row in ranked]
         if task == "rate_explain":
             return [self._rating(row, generated, sample)
