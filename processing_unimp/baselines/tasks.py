@@ -1,7 +1,7 @@
 """Trivial baselines for UniMP's non-recommend tasks, scored with the same metrics as UniMP (offline, not shipped).
 
 They give the floor that UniMP's search, rating, explanation and selection figures on the test split must beat:
-user-mean rating, a random candidate, popularity among the items matching the query, and the most common explanation.
+user-mean rating, a random candidate, popularity within the query-word tiers of search, and the most common explanation.
 """
 
 from __future__ import annotations
