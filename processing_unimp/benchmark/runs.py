@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-collaborative-32": ({"item_rows": "content", "freeze_vision_tower": True,
                                         "item_residual_dropout": 0.2, "item_init_interaction_weight": 1.0,
                                         "item_init_interaction_rank": 32}, {}),
+    # content rows whose residuals are scaled by n / (n + 10), n the item's train interactions
+    "unimp-content-shrinkage-10": ({"item_rows": "content", "freeze_vision_tower": True,
+                                    "item_residual_dropout": 0.2, "item_residual_shrinkage": 10.0}, {}),
     "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
