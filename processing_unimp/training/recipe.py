@@ -167,6 +167,9 @@ class DataArguments:
     item_field_words: int | None = field(default=None, metadata={"help": "Words per item attribute in a chunk."})
     field_labels: bool = field(default=True, metadata={"help": "Write 'Title: ...' labels in chunks (False: values)."})
     use_images: bool = field(default=True, metadata={"help": "False drops every item image (ablation)."})
+    chunk_images: bool = field(
+        default=True, metadata={"help": "Give each chunk its item's picture as an <image> (False: with content item "
+                                        "rows the pictures enter through the item rows only)."})
     item_fields: str = field(
         default="", metadata={"help": "Item attributes written per chunk ('': none, the item token carries them)."}
     )
@@ -250,6 +253,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
         rating_max=max(ratings),
         rating_step=1.0 if all(float(r).is_integer() for r in ratings) else 0.5,
         codebook_size=codebook_size,
+        chunk_images=data_args.chunk_images,
         tokenizer_fields=CONTENT_FIELDS if model_args.item_rows == "content" else None,
     )
 

@@ -69,8 +69,9 @@ def samples(pairs):
             for k, (source, target) in enumerate(pairs)]
 
 
-def content_model(items):
-    processor = UniMPProcessor.from_catalogue(items, vocab_size=80, image_size=16, history_ids="before")
+def content_model(items, **processor_kwargs):
+    processor = UniMPProcessor.from_catalogue(items, vocab_size=80, image_size=16, history_ids="before",
+                                              **processor_kwargs)
     torch.manual_seed(0)
     model = unimp_for_processor("tiny", processor, item_rows="content", freeze_vision_tower=True)
     fill_item_content(model, processor)
@@ -92,6 +93,20 @@ def test_withheld_items_added_after_training_are_ranked_from_content(tmp_path):
         expected = answer_logits(model, prompt_inputs(processor, samples(test[:8]), "cpu"))
         again_logits = answer_logits(reloaded.eval(), prompt_inputs(again, samples(test[:8]), "cpu"))
     torch.testing.assert_close(again_logits, expected)
+
+
+def test_pictures_only_in_the_item_rows_rank_withheld_items(tmp_path):
+    """`chunk_images=False`: no chunk holds an `<image>`, the pictures enter through the content rows alone, and
+    they still rank the withheld items; the setting is saved with the processor."""
+    known, withheld, sources, pairs, test = planted()
+    model, processor = content_model(known + sources, chunk_images=False)
+    encoded = processor.encode(samples(pairs[:1])[0])
+    assert processor.image_token_id not in encoded["input_ids"] and not encoded["images"]
+    train(model, processor, pairs)
+    add_items(model, processor, withheld)
+    assert evaluate_ranking(model, processor, samples(test), batch_size=25)["HR@10"] >= 0.9
+    processor.save_pretrained(tmp_path)
+    assert UniMPProcessor.from_pretrained(tmp_path).chunk_images is False
 
 
 def test_free_rows_rank_withheld_items_near_chance():

@@ -87,11 +87,11 @@ def test_content_rows_residuals_start_from_the_interactions(catalogue_items):
 def test_shrunk_residuals_scale_with_train_interactions_and_survive_a_reload(catalogue_items, tmp_path):
     """`shrink_item_residuals` scales each residual by n / (n + k): the rows are content plus the scaled residual,
     an item without train interactions is ranked by content alone, and the scales are saved with the model."""
+    from safetensors.torch import load_file, save_file
+
     from modeling_unimp import UniMPForConditionalGeneration
     from processing_unimp import UniMPProcessor
     from processing_unimp.content_unimp import fill_item_content
-    from safetensors.torch import load_file, save_file
-
     from processing_unimp.training.initialisation import shrink_item_residuals, unimp_for_processor
 
     processor = UniMPProcessor.from_catalogue(catalogue_items[:4], vocab_size=300, image_size=16)
