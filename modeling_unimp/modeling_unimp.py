@@ -326,8 +326,7 @@ def build_media_attention_mask(
 
 class UniMPItemContent(nn.Module):
     """Item-token rows computed from content: projections of the item's text (the mean of the LM's own rows of its
-    text tokens) and of its pooled vision features, plus a per-item residual that training drops whole, scaled by
-    `residual_scale` (1, or less for items with few train interactions: see `shrink_item_residuals`).
+    text tokens) and of its pooled vision features, plus a per-item residual that training drops whole.
 
     Items with similar content get similar rows, so sparse items borrow from their neighbours, and an item added
     after training (`add_items`) gets a row on the same scale as trained ones without retraining.
@@ -341,7 +340,6 @@ class UniMPItemContent(nn.Module):
         self.register_buffer("token_ids", torch.zeros(items, dtype=torch.long))
         self.register_buffer("text_ids", torch.full((items, config.item_text_length), -1, dtype=torch.long))
         self.register_buffer("image_features", torch.zeros(items, image_dim))
-        self.register_buffer("residual_scale", torch.ones(items))
         self.text_projection = nn.Linear(hidden, hidden, bias=False)
         self.image_projection = nn.Linear(image_dim, hidden, bias=False)
         self.residual = nn.Parameter(torch.zeros(items, hidden))
@@ -354,7 +352,7 @@ class UniMPItemContent(nn.Module):
         text = F.layer_norm(text, text.shape[-1:]) * present.amax(1)
         has_image = self.image_features.abs().sum(-1, keepdim=True) > 0
         image = F.layer_norm(self.image_features, self.image_features.shape[-1:]) * has_image
-        residual = self.residual * self.residual_scale.unsqueeze(-1).to(self.residual.dtype)
+        residual = self.residual
         if self.training and self.residual_dropout:
             keep = torch.ones(residual.shape[0], 1, device=residual.device, dtype=residual.dtype)
             residual = residual * F.dropout(keep, self.residual_dropout)
@@ -376,7 +374,6 @@ class UniMPItemContent(nn.Module):
         self.token_ids = torch.cat([self.token_ids, token_ids.to(self.token_ids)])
         self.text_ids = torch.cat([self.text_ids, text_ids.to(self.text_ids)])
         self.image_features = torch.cat([self.image_features, image_features.to(self.image_features)])
-        self.residual_scale = torch.cat([self.residual_scale, self.residual_scale.new_ones(len(token_ids))])
         added = self.residual.new_zeros(len(token_ids), self.residual.shape[1]).normal_(0.0, residual_std)
         self.residual = nn.Parameter(torch.cat([self.residual, added]), requires_grad=self.residual.requires_grad)
 
@@ -405,7 +402,6 @@ class UniMPPreTrainedModel(PreTrainedModel):
             init.normal_(module.latents, mean=0.0, std=1.0)
         elif isinstance(module, UniMPItemContent):
             init.zeros_(module.residual)
-            init.ones_(module.residual_scale)
         elif (sub_model := self._sub_model_owning(module)) is not None:
             sub_model._init_weights(module)
         elif isinstance(module, nn.Linear):

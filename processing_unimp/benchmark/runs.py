@@ -61,9 +61,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-content-collaborative-32": ({"item_rows": "content", "freeze_vision_tower": True,
                                         "item_residual_dropout": 0.2, "item_init_interaction_weight": 1.0,
                                         "item_init_interaction_rank": 32}, {}),
-    # content rows whose residuals are scaled by n / (n + 10), n the item's train interactions
-    "unimp-content-shrinkage-10": ({"item_rows": "content", "freeze_vision_tower": True,
-                                    "item_residual_dropout": 0.2, "item_residual_shrinkage": 10.0}, {}),
     # content rows whose pictures enter through the item rows only: compact chunks without an <image>
     "unimp-content-row-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                   "item_residual_dropout": 0.2, "chunk_images": False}, {}),

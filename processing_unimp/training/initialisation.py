@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -174,17 +173,6 @@ def init_item_residuals_from_interactions(model, processor, interactions: Iterab
     residual = model.item_content.residual
     residual[has_interactions] = rows[has_interactions].to(residual.dtype).to(residual.device)
     return int(has_interactions.sum())
-
-
-@torch.no_grad()
-def shrink_item_residuals(model, processor, interactions: Iterable[tuple[str, str]], shrinkage: float) -> None:
-    """Scale each content row's residual by `n / (n + shrinkage)`, `n` its item's train interactions: an item with
-    few interactions is ranked mostly by its content, as an item added after training is, and a popular one keeps
-    its own residual (a shrinkage estimate of the item's offset from its content)."""
-    counts = Counter(item_id for _, item_id in interactions)
-    n = torch.tensor([counts.get(item_id, 0) for item_id in processor.item_ids], dtype=torch.float)
-    scale = model.item_content.residual_scale
-    scale[: len(n)] = (n / (n + shrinkage)).to(scale)
 
 
 @torch.no_grad()

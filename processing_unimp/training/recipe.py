@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from .initialisation import (
     init_image_code_tokens,
     init_item_residuals_from_interactions,
     init_item_tokens_from_content,
-    shrink_item_residuals,
     unimp_for_processor,
 )
 from .packing import pack_histories
@@ -103,10 +102,6 @@ class ModelArguments:
     item_residual_dropout: float = field(
         default=0.5, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
                                        "in a training step, so that content alone must rank."})
-    item_residual_shrinkage: float = field(
-        default=0.0, metadata={"help": "With content item rows: scale each item's residual by n / (n + this), n its "
-                                       "train interactions, so that sparse items are ranked mostly by content "
-                                       "(0 = every residual in full)."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the full model."})
     lora_rank: int = field(default=16)
 
@@ -259,7 +254,7 @@ def build_processor(model_args: ModelArguments, data_args: DataArguments, data, 
 
 
 def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tokenizer=None,
-                interactions: Sequence[tuple[str, str]] = ()):
+                interactions: Iterable[tuple[str, str]] = ()):
     """A saved model, or a new preset sized for the processor with its new token rows started from content (and,
     with `--item-init-interaction-weight`, from the train `(user_id, item_id)` pairs in `interactions`)."""
     media = {"answer_media": model_args.answer_media} if model_args.answer_media else {}
@@ -283,8 +278,6 @@ def build_model(model_args: ModelArguments, processor: UniMPProcessor, image_tok
         if model_args.item_init_interaction_weight:
             init_item_residuals_from_interactions(model, processor, interactions,
                                                   model_args.item_init_interaction_rank)
-        if model_args.item_residual_shrinkage:
-            shrink_item_residuals(model, processor, interactions, model_args.item_residual_shrinkage)
     elif not model_args.model_name_or_path:
         fields = [f for f in model_args.init_item_tokens_from.split(",") if f]
         if (fields or model_args.item_init_image_weight or model_args.item_init_noise
@@ -427,8 +420,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     data = load_unimp_dataset(data_args.dataset)
     image_tokenizer = load_image_tokenizer(data_args.image_tokenizer) if data_args.image_tokenizer else None
     processor = build_processor(model_args, data_args, data, image_tokenizer)
-    interactions = list(zip(data["train"]["user_id"], data["train"]["item_id"]))
-    model = build_model(model_args, processor, image_tokenizer, interactions)
+    model = build_model(model_args, processor, image_tokenizer, zip(data["train"]["user_id"], data["train"]["item_id"]))
     tasks = [t for t in data_args.tasks.split(",") if t]
     collator = processor
     eval_dataset = select_tasks(data["tasks_validation"], tasks, data_args.max_eval_loss_samples)

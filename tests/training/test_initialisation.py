@@ -83,43 +83,6 @@ def test_content_rows_residuals_start_from_the_interactions(catalogue_items):
     torch.testing.assert_close(model.item_content.residual[untouched].detach(), before[untouched])
 
 
-
-def test_shrunk_residuals_scale_with_train_interactions_and_survive_a_reload(catalogue_items, tmp_path):
-    """`shrink_item_residuals` scales each residual by n / (n + k): the rows are content plus the scaled residual,
-    an item without train interactions is ranked by content alone, and the scales are saved with the model."""
-    from safetensors.torch import load_file, save_file
-
-    from modeling_unimp import UniMPForConditionalGeneration
-    from processing_unimp import UniMPProcessor
-    from processing_unimp.content_unimp import fill_item_content
-    from processing_unimp.training.initialisation import shrink_item_residuals, unimp_for_processor
-
-    processor = UniMPProcessor.from_catalogue(catalogue_items[:4], vocab_size=300, image_size=16)
-    model = unimp_for_processor("tiny", processor, item_rows="content", freeze_vision_tower=True).eval()
-    fill_item_content(model, processor)
-    content = model.item_content
-    words = model.get_input_embeddings().weight
-    full = content.rows(words).detach()
-    pairs = [("u1", "A1"), ("u2", "A1"), ("u3", "A1"), ("u1", "C3")]
-    shrink_item_residuals(model, processor, pairs, shrinkage=1.0)
-    scale = dict(zip(processor.item_ids, content.residual_scale.tolist()))
-    assert scale == {"A1": 0.75, "B2": 0.0, "C3": 0.5, "D4": 0.0}
-    shrunk = content.rows(words).detach()
-    without_residual = full - content.residual.detach()
-    expected = without_residual + content.residual.detach() * content.residual_scale.unsqueeze(-1)
-    torch.testing.assert_close(shrunk, expected)
-    model.save_pretrained(tmp_path)
-    reloaded = UniMPForConditionalGeneration.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(reloaded.item_content.residual_scale, content.residual_scale)
-    torch.testing.assert_close(reloaded.item_content.rows(reloaded.get_input_embeddings().weight).detach(), shrunk)
-    # a content-row model saved before the scales existed loads with every residual in full
-    weights = load_file(tmp_path / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.endswith("residual_scale")}, tmp_path / "model.safetensors",
-              metadata={"format": "pt"})
-    older = UniMPForConditionalGeneration.from_pretrained(tmp_path)
-    assert older.item_content.residual_scale.tolist() == [1.0] * 4
-    torch.testing.assert_close(older.item_content.residual, content.residual)
-
 def test_interaction_factors_take_a_catalogue_too_large_for_a_dense_matrix():
     """60,000 users x 30,000 items would be 7.2 GB as a dense float matrix; the factors come from a sparse one."""
     from processing_unimp.training.initialisation import interaction_factors
