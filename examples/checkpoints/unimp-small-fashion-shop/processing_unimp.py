@@ -128,6 +128,9 @@ class UniMPProcessor(ProcessorMixin):
             or `"before"` (`<answer> <item_k>` opens each chunk: every history id is a next-item target, and
             recommend's prompt is the `<answer>` after the last chunk; see `templates_unimp.HISTORY_IDS`).
         unknown_items: `"error"` (default) or `"drop"` for history items missing from the item vocabulary.
+        chunk_images: give a chunk its item's picture as an `<image>` (default). False leaves pictures to a model
+            whose item rows are computed from them (`item_rows="content"`): a token and the cross-attention less
+            per interaction.
         catalogue: the items table (a `datasets.Dataset`, a list of item dicts, or an `ItemCatalogue`).
     """
 
@@ -151,6 +154,7 @@ class UniMPProcessor(ProcessorMixin):
         field_labels: bool = True,
         history_ids: str = "after",
         unknown_items: str = "error",
+        chunk_images: bool = True,
         catalogue: ItemCatalogue | datasets.Dataset | Iterable[Mapping[str, Any]] | None = None,
         chat_template: str | None = None,
     ):
@@ -171,6 +175,7 @@ class UniMPProcessor(ProcessorMixin):
         self.field_labels = field_labels
         self.history_ids = history_ids
         self.unknown_items = unknown_items
+        self.chunk_images = chunk_images
         if catalogue is not None and not isinstance(catalogue, ItemCatalogue):
             catalogue = ItemCatalogue(catalogue)
         self.catalogue = catalogue
@@ -332,7 +337,8 @@ class UniMPProcessor(ProcessorMixin):
         if read_image is not None and raw.get("image") is not None:
             attributes["image"] = read_image(raw["image"], item_id)
         token = item_token(self._item_index[item_id])
-        entry = Entry(item_id, token, self._describe(attributes), attributes.get("image"))
+        image = attributes.get("image") if self.chunk_images else None
+        entry = Entry(item_id, token, self._describe(attributes), image)
         if task == "rate_explain":
             if rating is not None:
                 entry.rating_token = self._rating_token(rating, item_id)
