@@ -128,9 +128,9 @@ class UniMPProcessor(ProcessorMixin):
             or `"before"` (`<answer> <item_k>` opens each chunk: every history id is a next-item target, and
             recommend's prompt is the `<answer>` after the last chunk; see `templates_unimp.HISTORY_IDS`).
         unknown_items: `"error"` (default) or `"drop"` for history items missing from the item vocabulary.
-        chunk_images: give a chunk its item's picture as an `<image>` (default). False leaves pictures to a model
-            whose item rows are computed from them (`item_rows="content"`): a token and the cross-attention less
-            per interaction.
+        chunk_images: give a chunk its item's picture as an `<image>` (default). False gives no chunk a picture,
+            the catalogue's or one given inline: for a model whose item rows are computed from the catalogue's
+            pictures (`item_rows="content"`), a token and the cross-attention less per interaction.
         catalogue: the items table (a `datasets.Dataset`, a list of item dicts, or an `ItemCatalogue`).
     """
 
