@@ -334,7 +334,7 @@ class UniMPProcessor(ProcessorMixin):
         rating = check_rating(raw.get("rating"), item_id)
         attributes = dict(self.catalogue[item_id]) if self.catalogue is not None and item_id in self.catalogue else {}
         attributes.update({k: v for k, v in raw.items() if v is not None and k not in INTERACTION_FIELDS})
-        if read_image is not None and raw.get("image") is not None:
+        if self.chunk_images and read_image is not None and raw.get("image") is not None:
             attributes["image"] = read_image(raw["image"], item_id)
         token = item_token(self._item_index[item_id])
         image = attributes.get("image") if self.chunk_images else None
