@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from ..catalogue_unimp import words
 
 
 class PopularityRecommender:
@@ -66,9 +67,6 @@ class ItemKNN:
         return users @ self.weights
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-
 def content_vectors(items, fields: Sequence[str] = ("text", "image"), image_side: int = 14) -> torch.Tensor:
     """One L2-normalised vector per item: TF-IDF of its title, categories and brand words, and/or its image's
     grey-level pixels (mean-centred, at `image_side`²) — blocks weighted equally."""
@@ -78,7 +76,7 @@ def content_vectors(items, fields: Sequence[str] = ("text", "image"), image_side
 
     blocks = []
     if "text" in fields:
-        documents = [set(_WORD.findall(" ".join([title or "", *(categories or []), brand or ""]).lower()))
+        documents = [words(" ".join([title or "", *(categories or []), brand or ""]))
                      for title, categories, brand in zip(items["title"], items["categories"], items["brand"])]
         vocabulary = sorted(set().union(*documents))
         column = {word: j for j, word in enumerate(vocabulary)}

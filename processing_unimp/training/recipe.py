@@ -21,6 +21,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 from modeling_unimp.configuration_unimp import UniMPConfig
 from modeling_unimp.modeling_unimp import UniMPForConditionalGeneration
 
+from ..catalogue_unimp import words
 from ..content_unimp import CONTENT_FIELDS, fill_item_content
 from ..data.builders import load_unimp_dataset
 from ..evaluation.protocol import recommend_samples
@@ -324,21 +325,17 @@ def recent_history(samples, items: int | None) -> list[dict]:
             for sample in samples]
 
 
-def _words(text: str) -> set[str]:
-    return set(text.lower().replace(",", " ").split())
-
-
 def query_matched_contexts(samples: list[dict], items, seed: int = 0) -> list[dict]:
     """The samples with their history replaced by as many other catalogue items sharing most words (title and
     categories) with their query; the target itself is never among them."""
     rng = random.Random(seed)
-    words = [_words(" ".join([title or "", *(categories or [])])) for title, categories in
-             zip(items["title"], items["categories"])]
+    item_words = [words(" ".join([title or "", *(categories or [])])) for title, categories in
+                  zip(items["title"], items["categories"])]
     item_ids = items["item_id"]
     matched = []
     for sample in samples:
-        query = _words(sample["query"])
-        scores = {row: len(query & item_words) for row, item_words in enumerate(words)
+        query = words(sample["query"])
+        scores = {row: len(query & row_words) for row, row_words in enumerate(item_words)
                   if item_ids[row] != sample["target"]["item_id"]}
         best = max(scores.values())
         pool = [item_ids[row] for row, score in scores.items() if score == best]

@@ -162,7 +162,7 @@ def test_packed_ratings_make_every_train_rating_a_target_at_the_rate_prompts_pos
 
 def test_query_matched_contexts_share_most_query_words_and_never_hold_the_target():
     """The 'mixed' generate_image contexts: as many catalogue items as the sample's history, each sharing the most
-    words with its query, the target excluded."""
+    words (as the catalogue's search matches them) with its query, the target excluded."""
     from processing_unimp.training.recipe import query_matched_contexts
 
     items = Dataset.from_list([
@@ -176,3 +176,5 @@ def test_query_matched_contexts_share_most_query_words_and_never_hold_the_target
     matched = query_matched_contexts(samples, items, seed=0)
     assert sorted(matched[0]["history"]) == ["c"]  # the only other item with all three words
     assert matched[1]["history"] == ["d"] and matched[1]["target"] == samples[1]["target"]
+    punctuated = [{**samples[1], "query": "outerwear: coat."}]  # words, not whitespace-separated strings
+    assert query_matched_contexts(punctuated, items, seed=0)[0]["history"] == ["d"]
