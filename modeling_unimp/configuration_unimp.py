@@ -211,6 +211,11 @@ class UniMPConfig(PreTrainedConfig):
                 f"answer_media={self.answer_media!r} is not supported; UniMP takes one of {ANSWER_MEDIA} (the former "
                 "'last_image' mode was removed: no recipe used it)."
             )
+        if self.item_rows == "content" and not self.freeze_vision_tower:
+            raise ValueError(
+                "item_rows='content' needs freeze_vision_tower=True: an item's row holds its picture's vision "
+                "features, computed once when the item enters the catalogue, so the tower must not change after that."
+            )
         if self.cross_attention_every_n_layers < 1:
             raise ValueError(f"cross_attention_every_n_layers must be >= 1, got {self.cross_attention_every_n_layers}.")
         if self.base_vocab_size is None:

@@ -54,7 +54,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "unimp-random-order": ({}, {"train_sampling_strategy": "random"}),
     "unimp-no-images": ({"use_images": False}, {}),
     # item rows computed from content (text words + frozen vision features + a residual dropped whole)
-    "unimp-content": ({"item_rows": "content", "freeze_vision_tower": True}, {}),
+    "unimp-content": ({"item_rows": "content", "freeze_vision_tower": True, "item_residual_dropout": 0.5}, {}),
     "unimp-content-residual-0.2": ({"item_rows": "content", "freeze_vision_tower": True,
                                     "item_residual_dropout": 0.2}, {}),
     # content rows whose residuals start at the train-interaction SVD (rank 32), movielens' best free-row start
@@ -64,7 +64,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # content rows whose pictures enter through the item rows only: compact chunks without an <image>
     "unimp-content-row-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                   "item_residual_dropout": 0.2, "chunk_images": False}, {}),
-    "unimp-content-no-images": ({"item_rows": "content", "freeze_vision_tower": True, "use_images": False}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),

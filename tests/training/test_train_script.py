@@ -55,36 +55,90 @@ def test_train_script_defaults_are_the_benchmark_recipe(tmp_path, monkeypatch):
     assert ours == theirs
 
 
-def test_train_script_composes_pretrained_backbones(tmp_path, processor, catalogue_items):
-    """`--vision-model/--text-model`: the backbones' tokenizer and image processor, UniMP tokens added and trainable."""
+def save_backbones(folder: Path):
+    """A tiny CLIP vision tower with its image processor and a tiny causal LM with its tokenizer, as saved pretrained
+    backbones; returns the LM's config."""
     from transformers import AutoModelForCausalLM, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from modeling_unimp import UniMPConfig
-    from processing_unimp import items_dataset
-    from processing_unimp.training.recipe import DataArguments, ModelArguments, build_model, build_processor
+    from processing_unimp.tokenization_unimp import train_tokenizer
 
     vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                               num_attention_heads=2, image_size=16, patch_size=8))
-    vision.save_pretrained(tmp_path / "vision")
-    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16).save_pretrained(tmp_path / "vision")
+    vision.save_pretrained(folder / "vision")
+    CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16).save_pretrained(folder / "vision")
     text_config = UniMPConfig.from_preset("tiny").text_config
-    AutoModelForCausalLM.from_config(text_config).save_pretrained(tmp_path / "text")
-    from processing_unimp.tokenization_unimp import train_tokenizer
+    AutoModelForCausalLM.from_config(text_config).save_pretrained(folder / "text")
+    train_tokenizer(["red shoes blue shirt green hat"] * 10, vocab_size=200).save_pretrained(folder / "text")
+    return text_config
 
-    tokenizer = train_tokenizer(["red shoes blue shirt green hat"] * 10, vocab_size=200)
-    tokenizer.save_pretrained(tmp_path / "text")
+
+def recommend_loss(model, processor):
+    batch = processor([{"task": "recommend", "history": ["A1", "C3"], "target": {"item_id": "B2"}}])
+    return model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
+
+
+def test_train_script_composes_pretrained_backbones(tmp_path, catalogue_items):
+    """`--vision-model/--text-model`: the backbones' tokenizer and image processor, UniMP tokens added and trainable."""
+    from processing_unimp import items_dataset
+    from processing_unimp.training.recipe import DataArguments, ModelArguments, build_model, build_processor
+
+    text_config = save_backbones(tmp_path)
     args = ModelArguments(vision_model=str(tmp_path / "vision"), text_model=str(tmp_path / "text"))
     data = {"items": items_dataset(catalogue_items), "interactions": {"rating": [1.0, 5.0]}}
     built = build_processor(args, DataArguments(use_images=True), data)
-    assert len(built.tokenizer) > len(tokenizer) and built.image_processor.crop_size["height"] == 16
+    assert len(built.tokenizer) > text_config.vocab_size and built.image_processor.crop_size["height"] == 16
     model = build_model(args, built)
     assert model.get_input_embeddings().weight.shape[0] == len(built.tokenizer)
     assert model.config.base_vocab_size == text_config.vocab_size and model.config.freeze_language_model
-    batch = built([{"task": "recommend", "history": ["A1", "C3"], "target": {"item_id": "B2"}}])
-    loss = model(**{k: v for k, v in batch.items() if k not in ("token_kinds", "task_ids")}).loss
-    loss.backward()
+    assert model.item_content is None
+    recommend_loss(model, built).backward()
     assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
 
+
+def test_pretrained_backbones_with_content_item_rows(tmp_path, catalogue_items):
+    """`--text-model ... --item-rows content`: item rows read the frozen pretrained LM's rows of the item's words,
+    the content projections train, and an item added afterwards survives a save and reload."""
+    import torch
+
+    from modeling_unimp import UniMPForConditionalGeneration
+    from processing_unimp import UniMPProcessor, items_dataset
+    from processing_unimp.content_unimp import add_items
+    from processing_unimp.training.recipe import DataArguments, ModelArguments, build_model, build_processor
+
+    text_config = save_backbones(tmp_path)
+    args = ModelArguments(vision_model=str(tmp_path / "vision"), text_model=str(tmp_path / "text"),
+                          item_rows="content")
+    data = {"items": items_dataset(catalogue_items), "interactions": {"rating": [1.0, 5.0]}}
+    built = build_processor(args, DataArguments(use_images=True), data)
+    model = build_model(args, built)
+    content = model.item_content
+    assert model.config.item_rows == "content" and model.config.freeze_vision_tower
+    assert content.token_ids.tolist() == built.item_token_ids
+    words = content.text_ids[content.text_ids >= 0]
+    assert len(words) and int(words.max()) < text_config.vocab_size  # the pretrained vocabulary's own words
+    recommend_loss(model, built).backward()
+    assert content.text_projection.weight.grad.abs().sum() > 0
+    assert model.get_input_embeddings().weight.grad[: text_config.vocab_size].abs().sum() == 0
+
+    add_items(model.eval(), built, [{"item_id": "F6", "title": "Green running shirt"}])
+    model.save_pretrained(tmp_path / "grown")
+    built.save_pretrained(tmp_path / "grown")
+    reloaded = UniMPForConditionalGeneration.from_pretrained(tmp_path / "grown").eval()
+    processor = UniMPProcessor.from_pretrained(tmp_path / "grown")
+    sample = {"task": "recommend", "history": ["A1", "F6"]}
+    with torch.no_grad():
+        before = model(**{k: v for k, v in built([sample]).items() if k not in ("token_kinds", "task_ids")}).logits
+        after = reloaded(**{k: v for k, v in processor([sample]).items()
+                            if k not in ("token_kinds", "task_ids")}).logits
+    torch.testing.assert_close(after, before)
+
+
+def test_content_item_rows_need_a_frozen_vision_tower():
+    from modeling_unimp import UniMPConfig
+
+    with pytest.raises(ValueError, match="freeze_vision_tower"):
+        UniMPConfig.from_preset("tiny", item_rows="content", freeze_vision_tower=False)
 
 
 def test_collaborative_start_arguments_reach_the_item_rows(processor):
@@ -131,3 +185,26 @@ def test_packed_ratings_are_checked_before_anything_is_built(tmp_path, packed, r
     with pytest.raises(ValueError, match=error):
         run_training(ModelArguments(model_preset="tiny"), DataArguments(packed=packed, packed_ratings=ratings), args)
     assert not any(tmp_path.iterdir())
+
+
+def test_content_item_rows_start_the_image_code_rows_too(processor):
+    """A content-row model for generate_image starts its `<img_k>` rows from the VQ codebook, as free rows do."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from processing_unimp.training.initialisation import init_image_code_tokens
+    from processing_unimp.training.recipe import ModelArguments, build_model
+
+    torch.manual_seed(0)
+    image_tokenizer = SimpleNamespace(quantize=SimpleNamespace(embedding=torch.nn.Embedding(4, 3)))
+    args = ModelArguments(model_preset="tiny", item_rows="content")
+    started = build_model(args, processor, image_tokenizer=image_tokenizer)
+    expected = build_model(args, processor)
+    assert started.config.freeze_vision_tower  # content rows freeze the tower unless told otherwise
+    codes = processor.image_code_token_ids
+    assert not torch.equal(started.get_input_embeddings().weight[codes], expected.get_input_embeddings().weight[codes])
+    with torch.no_grad():
+        init_image_code_tokens(expected, processor, image_tokenizer)
+    rows = (started.get_input_embeddings().weight[codes], expected.get_input_embeddings().weight[codes])
+    torch.testing.assert_close(*rows)

@@ -534,7 +534,8 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
                                     **config_kwargs: Any) -> "UniMPForConditionalGeneration":
         """Compose UniMP from a pretrained vision model (CLIP/SigLIP, full or vision-only) and a causal LM.
 
-        Only the resampler and the cross-attention blocks start from random weights.
+        Only the resampler, the cross-attention blocks and (with `item_rows="content"`) the content projections start
+        from random weights; content rows then read the pretrained LM's rows of the item's words.
         """
         vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
         vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIP/SigLIP checkpoint
@@ -546,9 +547,11 @@ class UniMPForConditionalGeneration(UniMPPreTrainedModel, GenerationMixin):
         model.vision_tower = vision
         model.resampler = UniMPPerceiverResampler(config)
         model.language_model = add_cross_attention(text, config)
+        if config.item_rows == "content":
+            model.item_content = UniMPItemContent(config)  # empty: `fill_item_content` adds the catalogue
         config.text_config = text.config
         for module in model.modules():
-            if isinstance(module, (UniMPPerceiverResampler, UniMPGatedCrossAttentionBlock)):
+            if isinstance(module, (UniMPPerceiverResampler, UniMPGatedCrossAttentionBlock, UniMPItemContent)):
                 for child in module.modules():
                     model._init_weights(child)
         model.tie_weights()
