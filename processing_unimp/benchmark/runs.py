@@ -64,10 +64,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # content rows whose pictures enter through the item rows only: compact chunks without an <image>
     "unimp-content-row-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                   "item_residual_dropout": 0.2, "chunk_images": False}, {}),
-    # the same with each part of a content row started at the embedding's scale (the default draw: about 20x larger)
-    "unimp-content-embedding-start": ({"item_rows": "content", "freeze_vision_tower": True,
-                                       "item_residual_dropout": 0.2, "chunk_images": False,
-                                       "content_start": "embedding"}, {}),
     "unimp-content-residual-0.2-no-images": ({"item_rows": "content", "freeze_vision_tower": True,
                                               "item_residual_dropout": 0.2, "use_images": False}, {}),
     "unimp-frozen-vision": ({"freeze_vision_tower": True}, {}),

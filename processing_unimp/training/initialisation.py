@@ -163,16 +163,6 @@ def init_item_tokens_from_content(model, processor, fields: Sequence[str] = ("ti
 
 
 @torch.no_grad()
-def init_content_projections_at_embedding_scale(model) -> None:
-    """Redraw the content rows' text and image projections so that each part of a row starts at the std of the LM's
-    embedding rows, where free rows start (the default draw gives rows about 20x larger)."""
-    scale = float(model.get_input_embeddings().weight.float().std())
-    for projection in (model.item_content.text_projection, model.item_content.image_projection):
-        # its input is layer-normed (unit variance per feature): output std = weight std * sqrt(in_features)
-        projection.weight.normal_(0.0, scale / projection.in_features**0.5)
-
-
-@torch.no_grad()
 def init_item_residuals_from_interactions(model, processor, interactions: Iterable[tuple[str, str]],
                                           rank: int | None = None, seed: int = 0) -> int:
     """Start the content rows' per-item residuals at the collaborative part of `item_content_rows` (a projection of
@@ -200,7 +190,6 @@ def init_image_code_tokens(model, processor, image_tokenizer, seed: int = 0) -> 
 
 
 __all__ = [
-    "init_content_projections_at_embedding_scale",
     "init_image_code_tokens",
     "init_item_tokens_from_content",
     "interaction_factors",

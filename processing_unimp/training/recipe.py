@@ -29,7 +29,6 @@ from ..image_codes_unimp import IMAGE_TOKENIZER_FOLDER, add_image_codes, load_im
 from ..processing_unimp import UniMPProcessor
 from ..schema_unimp import TASKS
 from .initialisation import (
-    init_content_projections_at_embedding_scale,
     init_image_code_tokens,
     init_item_residuals_from_interactions,
     init_item_tokens_from_content,
@@ -102,10 +101,6 @@ class ModelArguments:
                           "ranked from content; the vision tower is then frozen: the rows hold its features, "
                           "computed once)."},
     )
-    content_start: str = field(
-        default="random", metadata={"help": "With content item rows: how the text and image projections start: "
-                                            "random (the module's own draw) or embedding (each part of a row at the "
-                                            "scale of the LM's embedding rows, as free rows start)."})
     item_residual_dropout: float = field(
         default=0.2, metadata={"help": "With content item rows: probability that an item's residual is dropped whole "
                                        "in a training step, so that content alone must rank (0.2: the best measured "
@@ -267,8 +262,6 @@ def start_new_rows(model, processor: UniMPProcessor, model_args: ModelArguments,
     code rows (from the image tokenizer's codebook)."""
     if model.config.item_rows == "content":
         fill_item_content(model, processor)
-        if model_args.content_start == "embedding":
-            init_content_projections_at_embedding_scale(model)
         if model_args.item_init_interaction_weight:
             init_item_residuals_from_interactions(model, processor, interactions,
                                                   model_args.item_init_interaction_rank)
