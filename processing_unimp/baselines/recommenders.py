@@ -81,8 +81,8 @@ def content_vectors(items, fields: Sequence[str] = ("text", "image"), image_side
         vocabulary = sorted(set().union(*documents))
         column = {word: j for j, word in enumerate(vocabulary)}
         text = torch.zeros(len(documents), len(vocabulary))
-        for row, words in enumerate(documents):
-            text[row, [column[w] for w in words]] = 1.0
+        for row, document in enumerate(documents):
+            text[row, [column[w] for w in document]] = 1.0
         text *= torch.log(len(documents) / (1 + text.sum(0)))  # idf
         blocks.append(text)
     if "image" in fields:
